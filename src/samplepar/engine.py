@@ -1,0 +1,139 @@
+"""The sharded training step for any particle function.
+
+A *particle function* computes one Monte-Carlo sample's contribution:
+
+    particle_fn(params, rng_key, batch) -> (log_lik [B_local], global_term [])
+
+where ``log_lik`` holds the per-example log-likelihood of this shard's examples and
+``global_term`` the sample's log p(theta) - log q(theta). The engine evaluates the ``S`` samples
+with samples sharded over ``sample`` and examples over ``data``, reduces the objective exactly
+(:mod:`samplepar.objectives`) and differentiates the global value, so its loss and gradient equal
+the single-device computation on every layout. Strategies none / sample / data / hybrid are only
+different layouts of the same mesh.
+
+The key of global sample ``s`` is ``fold_in(rng_key, s)`` whatever device computes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from samplepar import random as sp_random
+from samplepar.mesh import (
+    DATA,
+    SAMPLE,
+    check_batch_size,
+    check_num_samples,
+    layout_of,
+    replicated,
+)
+from samplepar.objectives import Objective, reduce_objective
+from samplepar.variational import Family
+
+PyTree = Any
+ParticleFn = Callable[[PyTree, jax.Array, PyTree], tuple[jax.Array, jax.Array]]
+LossFn = Callable[[PyTree, jax.Array, PyTree], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TrainState(NamedTuple):
+    """Everything the next step needs: variational parameters, optimizer state, step count."""
+
+    params: PyTree
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one step (not needed by the next one)."""
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    log_likelihood: jax.Array
+    kl: jax.Array
+
+
+def bayesian_particle(family: Family, log_lik_fn: Callable) -> ParticleFn:
+    """A particle function for a model with a variational family over its weights.
+
+    ``log_lik_fn(weights, batch, rng_key) -> [B_local]`` is the model's per-example
+    log-likelihood for one weight sample; its key (e.g. for augmentation) is independent of the
+    key that drew the weights.
+    """
+
+    def particle(params, rng_key, batch):
+        weight_key, data_key = jax.random.split(rng_key)
+        weights, log_q = family.sample_and_log_prob(weight_key, params)
+        log_lik = log_lik_fn(weights, batch, data_key)
+        return log_lik, family.log_prior(weights) - log_q
+
+    return particle
+
+
+def make_loss(
+    particle_fn: ParticleFn,
+    objective: Objective,
+    mesh: Mesh,
+    num_samples: int,
+    dataset_size: int | None = None,
+    kl_fn: Callable[[PyTree], jax.Array] | None = None,
+) -> LossFn:
+    """``loss(params, rng_key, batch) -> (-objective, diagnostics)``, sharded over ``mesh``.
+
+    ``batch`` is a pytree whose leaves share a leading example axis, sharded over ``data``;
+    ``dataset_size`` (default: the batch size) scales the data term to the whole data set.
+    ``kl_fn`` is the family's analytic KL, used by objectives that take one.
+    """
+    layout = layout_of(mesh)
+    check_num_samples(num_samples, layout)
+    samples_per_shard = num_samples // layout.sample
+
+    def shard_loss(params, rng_key, batch, data_scale):
+        indices = sp_random.local_sample_indices(samples_per_shard, SAMPLE)
+        keys = sp_random.sample_keys(rng_key, indices)
+        log_lik, global_term = jax.vmap(particle_fn, in_axes=(None, 0, None))(params, keys, batch)
+        kl = None if kl_fn is None else kl_fn(params)
+        value, aux = reduce_objective(objective, log_lik, global_term, kl, num_samples, data_scale)
+        return -value, aux
+
+    sharded = jax.shard_map(
+        shard_loss,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(DATA), PartitionSpec()),
+        out_specs=(PartitionSpec(), PartitionSpec()),
+    )
+
+    def loss(params, rng_key, batch):
+        batch_size = jax.tree.leaves(batch)[0].shape[0]
+        check_batch_size(batch_size, layout)
+        scale = 1.0 if dataset_size is None else dataset_size / batch_size
+        return sharded(params, rng_key, batch, jnp.float32(scale))
+
+    return loss
+
+
+def init(params: PyTree, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+    """The initial state, replicated over ``mesh``."""
+    params = jax.device_put(params, replicated(mesh))
+    opt_state = jax.jit(optimizer.init, out_shardings=replicated(mesh))(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))
+    return TrainState(params, opt_state, step)
+
+
+def build_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, mesh: Mesh):
+    """A jitted ``step(rng_key, state, batch) -> (state, info)``; state stays replicated."""
+
+    def step(rng_key, state: TrainState, batch) -> tuple[TrainState, StepInfo]:
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rng_key, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        info = StepInfo(loss, optax.global_norm(grads), aux["log_likelihood"], aux["kl"])
+        return TrainState(params, opt_state, state.step + 1), info
+
+    state_sharding = replicated(mesh)
+    return jax.jit(step, out_shardings=(state_sharding, state_sharding), donate_argnums=(1,))
