@@ -81,7 +81,7 @@ OBJECTIVE_NAMES = ("elbo", "iwelbo", "renyi", "predictive-nll")
 
 
 def get_objective(name: str, alpha: float | None = None) -> Objective:
-    """An objective by name: ``elbo``, ``iwelbo``, ``renyi`` (needs ``alpha``), ``predictive-nll``."""
+    """An objective by name: elbo, iwelbo, renyi (with ``alpha``) or predictive-nll."""
     key = name.strip().lower().replace("_", "-")
     if key == "elbo":
         return ELBO()
