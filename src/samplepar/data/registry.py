@@ -1,0 +1,77 @@
+"""``load_dataset(name, data_dir=None, **options)``: every data set by name."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from samplepar.data.augment import AugmentConfig
+from samplepar.data.base import Dataset
+from samplepar.data.cifar import cifar10
+from samplepar.data.digits import digits
+from samplepar.data.idx import fashion_mnist
+from samplepar.data.mnist1d import mnist1d
+from samplepar.data.series import csv_series
+
+# name -> (loader, whether it reads files from data_dir)
+LOADERS: dict[str, tuple[Callable[..., Dataset], bool]] = {
+    "digits": (digits, False),
+    "mnist1d": (mnist1d, False),
+    "fashion_mnist": (fashion_mnist, True),
+    "mnist": (functools.partial(fashion_mnist, name="mnist"), True),
+    "cifar10": (cifar10, True),
+    "series": (csv_series, False),
+}
+DEFAULT = "digits"
+
+
+def _options(loader: Callable) -> list[str]:
+    return [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "name")]
+
+
+def load_dataset(name: str = DEFAULT, data_dir: str | Path | None = None, **options) -> Dataset:
+    """The data set ``name`` (see ``LOADERS``) built with ``options``.
+
+    File-based sets read ``data_dir``; ``series`` reads ``options["path"]``, relative to
+    ``data_dir`` when that is given.
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(LOADERS)}")
+    loader, reads_dir = LOADERS[key]
+    unknown = sorted(set(options) - set(_options(loader)))
+    if unknown:
+        raise ValueError(
+            f"dataset {key!r}: unknown option(s) {unknown}; it accepts {_options(loader)}"
+        )
+    if reads_dir:
+        if data_dir is None:
+            raise ValueError(f"dataset {key!r} reads local files: pass data_dir")
+        return loader(data_dir, **options)
+    if key == "series":
+        if "path" not in options:
+            raise ValueError("dataset 'series' needs path=<CSV file> (and value_column=...)")
+        if data_dir is not None:
+            options["path"] = Path(data_dir) / options["path"]
+    return loader(**options)
+
+
+# name -> AugmentConfig settings suited to it (no flips for digits: a mirrored 2 is no 2)
+AUGMENTATIONS: dict[str, dict] = {
+    "digits": {"max_shift": 1},
+    "mnist1d": {"max_shift": 2, "scale_std": 0.1, "jitter_std": 0.05},
+    "fashion_mnist": {"max_shift": 2, "flip": True},
+    "mnist": {"max_shift": 2},
+    "cifar10": {"max_shift": 4, "flip": True},
+    "series": {"scale_std": 0.05, "jitter_std": 0.05},
+}
+
+
+def default_augment(name: str = DEFAULT, **settings) -> AugmentConfig:
+    """The augmentation suited to data set ``name``, ``settings`` (mode, groups, ...) on top."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in AUGMENTATIONS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(AUGMENTATIONS)}")
+    return AugmentConfig(**{**AUGMENTATIONS[key], **settings})
