@@ -53,7 +53,7 @@ def _render(rng: np.random.Generator, labels: np.ndarray, length: int) -> np.nda
 def mnist1d(
     num_train: int = 4000, num_test: int = 1000, length: int = 40, seed: int = 0
 ) -> Dataset:
-    """Balanced 1-D digits: ``x`` float32 ``[N, length, 1]``, ``y`` int32 ``[N]`` in 0..9."""
+    """1-D digits, balanced per split: ``x`` float32 ``[N, length, 1]``, ``y`` int32 ``[N]``."""
     if num_train < 1 or num_test < 1:
         raise ValueError(
             f"mnist1d: num_train and num_test must be >= 1, got {num_train}, {num_test}"
@@ -61,8 +61,8 @@ def mnist1d(
     if length < 12:
         raise ValueError(f"mnist1d: length must be >= 12 (the template size), got {length}")
     rng = np.random.default_rng(seed)
-    total = num_train + num_test
-    labels = rng.permutation(np.arange(total) % 10).astype(np.int32)
+    labels = np.concatenate([rng.permutation(np.arange(n) % 10) for n in (num_train, num_test)])
+    labels = labels.astype(np.int32)
     x = _render(rng, labels, length).astype(np.float32)[..., None]
     return Dataset(
         x[:num_train], labels[:num_train], x[num_train:], labels[num_train:], 10, "mnist1d"
