@@ -132,7 +132,7 @@ def build_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, mesh: M
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rng_key, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        info = StepInfo(loss, optax.global_norm(grads), aux["log_likelihood"], aux["kl"])
+        info = StepInfo(loss, optax.tree.norm(grads), aux["log_likelihood"], aux["kl"])
         return TrainState(params, opt_state, state.step + 1), info
 
     state_sharding = replicated(mesh)
