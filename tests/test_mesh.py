@@ -94,4 +94,4 @@ def test_global_batch_is_sharded_over_data():
 
 
 def test_process_slice_single_process_is_everything():
-    assert mesh.process_slice(12) == slice(0, 12)
+    assert mesh.process_slice(12, mesh.make_mesh("sample=2,data=4")) == slice(0, 12)

@@ -94,7 +94,9 @@ def parse_layout(text: str | Layout | None, num_devices: int | None = None) -> L
 def make_mesh(layout: str | Layout | None = None, devices=None) -> Mesh:
     """A ``(sample, data)`` mesh over ``devices`` (default: the first ``layout.size`` devices).
 
-    Given explicit ``devices``, their number must equal the layout's product.
+    Given explicit ``devices``, their number must equal the layout's product. With several
+    processes, the ``data`` axis is split across processes where it can be (so each process loads
+    only its own rows), otherwise the ``sample`` axis is.
     """
     all_devices = jax.devices() if devices is None else list(devices)
     layout = parse_layout(layout, len(all_devices))
@@ -102,12 +104,28 @@ def make_mesh(layout: str | Layout | None = None, devices=None) -> Mesh:
         raise LayoutError(
             f"layout {layout} has {layout.size} devices but {len(all_devices)} were given"
         )
-    if devices is None and jax.process_count() > 1 and layout.size != len(all_devices):
+    num_processes = len({d.process_index for d in all_devices})
+    if num_processes == 1:
+        grid = np.asarray(all_devices[: layout.size], dtype=object)
+        return Mesh(grid.reshape(layout.sample, layout.data), AXES)
+    if layout.size != len(all_devices):
         raise LayoutError(
-            f"layout {layout} has {layout.size} devices but the {jax.process_count()} processes "
+            f"layout {layout} has {layout.size} devices but the {num_processes} processes "
             f"hold {len(all_devices)}; a multi-process layout must use every device"
         )
-    grid = np.asarray(all_devices[: layout.size], dtype=object).reshape(layout.sample, layout.data)
+    by_process = sorted(all_devices, key=lambda d: (d.process_index, d.id))
+    blocks = np.asarray(by_process, dtype=object).reshape(num_processes, -1)
+    if layout.data % num_processes == 0:
+        per = layout.data // num_processes
+        grid = np.concatenate([b.reshape(layout.sample, per) for b in blocks], axis=1)
+    elif layout.sample % num_processes == 0:
+        per = layout.sample // num_processes
+        grid = np.concatenate([b.reshape(per, layout.data) for b in blocks], axis=0)
+    else:
+        raise LayoutError(
+            f"layout {layout} cannot be split over {num_processes} processes: the data or "
+            f"the sample axis size must be a multiple of {num_processes}"
+        )
     return Mesh(grid, AXES)
 
 
@@ -164,8 +182,8 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> tuple[np.ndarray, np.nd
 def global_batch(local_batch, mesh: Mesh):
     """Assembles a global batch, sharded on ``data``, from this process's slice of it.
 
-    Every process passes its own consecutive slice (process 0 first); in a single process the
-    slice is the whole batch.
+    Every process passes the rows ``process_slice(num_rows, mesh)`` of the global batch; in a
+    single process that is the whole batch.
     """
     sharding = data_sharding(mesh)
     return jax.tree.map(
@@ -173,10 +191,10 @@ def global_batch(local_batch, mesh: Mesh):
     )
 
 
-def process_slice(num_rows: int) -> slice:
-    """The rows of a global array of ``num_rows`` that this process loads."""
-    count = jax.process_count()
-    if num_rows % count:
-        raise LayoutError(f"{num_rows} rows cannot be split evenly over {count} processes")
-    per = num_rows // count
-    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+def process_slice(num_rows: int, mesh: Mesh) -> slice:
+    """The rows of a global batch of ``num_rows`` that this process's devices hold."""
+    check_batch_size(num_rows, layout_of(mesh))
+    index_map = data_sharding(mesh).addressable_devices_indices_map((num_rows,))
+    starts = [index[0].start or 0 for index in index_map.values()]
+    stops = [num_rows if index[0].stop is None else index[0].stop for index in index_map.values()]
+    return slice(min(starts), max(stops))
