@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from samplepar.mesh import process_slice
 
@@ -90,9 +91,10 @@ def eval_batches(
         yield batch
 
 
-def process_rows(batch: Batch) -> Batch:
-    """This process's consecutive rows of a global batch (the whole batch in one process).
+def process_rows(batch: Batch, mesh: Mesh) -> Batch:
+    """This process's rows of a global batch whose examples ``mesh`` shards over ``data``.
 
-    Feed the result to :func:`samplepar.mesh.global_batch` to assemble the sharded global batch.
+    In one process that is the whole batch. Feed the result to
+    :func:`samplepar.mesh.global_batch` to assemble the sharded global batch.
     """
-    return jax.tree.map(lambda a: a[process_slice(a.shape[0])], batch)
+    return jax.tree.map(lambda a: a[process_slice(a.shape[0], mesh)], batch)
