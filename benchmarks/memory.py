@@ -1,0 +1,86 @@
+"""Per-device memory of the sharded training step, from XLA's own memory analysis.
+
+Workload bnn-mlp: mean-field MLP 784-512-512-10, batch 256, S = 16 weight samples. For
+sample = 1, 2, 4, 8 and data = 1, 2, 4, 8 the full step (loss, gradient, Adam update) is compiled
+and ``compiled.memory_analysis().temp_size_in_bytes`` read: the per-device temporary bytes
+(activations, weight samples, gradients), the part that sharding is meant to shrink.
+Target: sample = k uses at most 1.15 / k of the one-device figure.
+
+    python benchmarks/memory.py [--samples 16] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import emit, mlp_workload, use_host_devices
+
+use_host_devices(8)
+
+import jax  # noqa: E402
+import optax  # noqa: E402
+
+from samplepar import engine, mesh, objectives  # noqa: E402
+
+TARGET = 1.15
+
+
+def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
+    family, params, log_lik, make_batch = mlp_workload()
+    m = mesh.make_mesh(layout)
+    optimizer = optax.adam(1e-3)
+    particle = engine.bayesian_particle(family, log_lik)
+    loss = engine.make_loss(
+        particle, objectives.ELBO(), m, num_samples, dataset_size=60000, kl_fn=family.kl
+    )
+    step = engine.build_step(loss, optimizer, m)
+    state = engine.init(params, optimizer, m)
+    batch = mesh.global_batch(make_batch(batch_size), m)
+    analysis = step.lower(jax.random.key(0), state, batch).compile().memory_analysis()
+    return {
+        "temp": int(analysis.temp_size_in_bytes),
+        "argument": int(analysis.argument_size_in_bytes),
+        "output": int(analysis.output_size_in_bytes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    sizes = [1, 2, 4, 8]
+    table = {
+        axis: {k: step_bytes(f"{axis}={k}", args.samples, args.batch) for k in sizes}
+        for axis in ("sample", "data")
+    }
+    print(f"bnn-mlp 784-512-512-10, batch {args.batch}, S={args.samples}: per-device bytes")
+    print(f"{'layout':<10} {'temp MiB':>10} {'x 1-device':>11} {'target':>8} {'args MiB':>9}")
+    verdicts = {}
+    for axis, rows in table.items():
+        base = rows[1]["temp"]
+        for k, row in rows.items():
+            ratio = row["temp"] / base
+            target = TARGET / k if axis == "sample" else float("nan")
+            if axis == "sample":
+                verdicts[str(k)] = ratio <= target
+            print(
+                f"{axis}={k:<3}   {row['temp'] / 2**20:10.2f} {ratio:11.3f} {target:8.3f} "
+                f"{row['argument'] / 2**20:9.2f}"
+            )
+    emit(
+        "memory",
+        {
+            "workload": "bnn-mlp",
+            "num_samples": args.samples,
+            "batch_size": args.batch,
+            "metric": "per-device temp bytes (compiled memory analysis)",
+            "sample": {str(k): v["temp"] for k, v in table["sample"].items()},
+            "data": {str(k): v["temp"] for k, v in table["data"].items()},
+            "sample_within_target": verdicts,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
