@@ -69,6 +69,18 @@ def test_log_space_input_gives_the_same_statistics():
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
+def test_exact_zeros_and_ones_give_finite_statistics():
+    probs = np.zeros((2, 3, 4), np.float32)
+    probs[:, np.arange(3), [0, 1, 2]] = 1.0  # confident and right on all three examples
+    got = class_stats(probs, np.array([0, 1, 2])).compute()
+    for name, value in got.items():
+        np.testing.assert_allclose(
+            value, 0.0 if name != "accuracy" else 1.0, atol=1e-7, err_msg=name
+        )
+    wrong = class_stats(probs, np.array([3, 1, 2])).compute()
+    assert np.isinf(wrong["nll"]) and np.isfinite(wrong["brier"])  # log 0 for the first label
+
+
 def test_mutual_information_zero_for_agreeing_samples_positive_otherwise():
     probs, _ = _probs(2, s=1)
     same = jax.jit(uncertainty)(np.repeat(probs, 4, axis=0))["mutual_information"]

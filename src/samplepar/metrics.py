@@ -102,7 +102,7 @@ class ClassificationStats(NamedTuple):
         return cls(
             count=_masked_sum(jnp.ones_like(confidence), mask),
             correct=_masked_sum(correct, mask),
-            nll=_masked_sum(-jnp.sum(onehot * u["log_mean"], axis=-1), mask),
+            nll=_masked_sum(-jnp.take_along_axis(u["log_mean"], labels[:, None], -1)[:, 0], mask),
             brier=_masked_sum(jnp.sum((probs - onehot) ** 2, axis=-1), mask),
             entropy=_masked_sum(u["entropy"], mask),
             mutual_information=_masked_sum(u["mutual_information"], mask),
