@@ -27,6 +27,14 @@ LOADERS: dict[str, tuple[Callable[..., Dataset], bool]] = {
 DEFAULT = "digits"
 
 
+def _known(name: str, table: dict) -> str:
+    """``name`` normalised (``Fashion-MNIST`` -> ``fashion_mnist``), checked against ``table``."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in table:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(table)}")
+    return key
+
+
 def _options(loader: Callable) -> list[str]:
     return [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "name")]
 
@@ -37,9 +45,7 @@ def load_dataset(name: str = DEFAULT, data_dir: str | Path | None = None, **opti
     File-based sets read ``data_dir``; ``series`` reads ``options["path"]``, relative to
     ``data_dir`` when that is given.
     """
-    key = name.strip().lower().replace("-", "_")
-    if key not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(LOADERS)}")
+    key = _known(name, LOADERS)
     loader, reads_dir = LOADERS[key]
     unknown = sorted(set(options) - set(_options(loader)))
     if unknown:
@@ -71,7 +77,4 @@ AUGMENTATIONS: dict[str, dict] = {
 
 def default_augment(name: str = DEFAULT, **settings) -> AugmentConfig:
     """The augmentation suited to data set ``name``, ``settings`` (mode, groups, ...) on top."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in AUGMENTATIONS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(AUGMENTATIONS)}")
-    return AugmentConfig(**{**AUGMENTATIONS[key], **settings})
+    return AugmentConfig(**{**AUGMENTATIONS[_known(name, AUGMENTATIONS)], **settings})
