@@ -82,12 +82,15 @@ def make_loss(
     num_samples: int,
     dataset_size: int | None = None,
     kl_fn: Callable[[PyTree], jax.Array] | None = None,
+    augment_fn: Callable[[jax.Array, jax.Array, PyTree], PyTree] | None = None,
 ) -> LossFn:
     """``loss(params, rng_key, batch) -> (-objective, diagnostics)``, sharded over ``mesh``.
 
     ``batch`` is a pytree whose leaves share a leading example axis, sharded over ``data``;
     ``dataset_size`` (default: the batch size) scales the data term to the whole data set.
     ``kl_fn`` is the family's analytic KL, used by objectives that take one.
+    ``augment_fn(rng_key, sample_index, batch) -> batch`` transforms the batch each sample sees,
+    given the step key and the global sample index (so samples may share or not share it).
     """
     layout = layout_of(mesh)
     check_num_samples(num_samples, layout)
@@ -96,7 +99,15 @@ def make_loss(
     def shard_loss(params, rng_key, batch, data_scale):
         indices = sp_random.local_sample_indices(samples_per_shard, SAMPLE)
         keys = sp_random.sample_keys(rng_key, indices)
-        log_lik, global_term = jax.vmap(particle_fn, in_axes=(None, 0, None))(params, keys, batch)
+        if augment_fn is None:
+            particles = jax.vmap(particle_fn, in_axes=(None, 0, None))
+            log_lik, global_term = particles(params, keys, batch)
+        else:
+
+            def augmented_particle(key, index):
+                return particle_fn(params, key, augment_fn(rng_key, index, batch))
+
+            log_lik, global_term = jax.vmap(augmented_particle)(keys, indices)
         kl = None if kl_fn is None else kl_fn(params)
         value, aux = reduce_objective(objective, log_lik, global_term, kl, num_samples, data_scale)
         return -value, aux
