@@ -84,6 +84,16 @@ def test_fashion_mnist_missing_directory_and_files_are_named(tmp_path):
         load_dataset("fashion_mnist", data_dir=tmp_path)
 
 
+def test_idx_label_count_and_range_are_checked(tmp_path):
+    _write_fashion(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx(np.zeros(5)))
+    with pytest.raises(DataError, match=r"5 labels for 6 images in train-images-idx3-ubyte"):
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx(np.array([0, 1, 12, 0, 0, 0])))
+    with pytest.raises(DataError, match=r"label 12 at record 2 is outside 0..9"):
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+
+
 def test_idx_wrong_magic_truncation_and_shape(tmp_path):
     path = tmp_path / "x"
     path.write_bytes(_idx(np.zeros((2, 28, 28)), magic_ndim=1))
@@ -181,6 +191,18 @@ def test_series_errors_name_column_row_and_window(tmp_path):
     _write_csv(path, np.arange(30.0), times=[1, 2, 3] + [3] + list(range(5, 31)))
     with pytest.raises(DataError, match=r"column 'time' row 3 \(line 5\) repeats the time"):
         load_dataset("series", path=path, time_column="time", history=3)
+    _write_csv(path, np.arange(30.0), times=["2024-01-01", "soon"] + ["2024-02-01"] * 28)
+    with pytest.raises(DataError, match=r"row 1 \(line 3\) holds 'soon', neither a number nor"):
+        load_dataset("series", path=path, time_column="time", history=3)
+
+
+def test_series_numeric_times_order_rows_numerically(tmp_path):
+    path = tmp_path / "s.csv"
+    times = [9, 10, 1, 2, 3, 4, 5, 6, 7, 8]  # as text, "10" < "9"
+    _write_csv(path, [float(t) for t in times], times=times)
+    d = load_dataset("series", path=path, time_column="time", history=2, test_fraction=0.3)
+    restored = d.x_train[0, :, 0] * d.meta["std"] + d.meta["mean"]
+    np.testing.assert_allclose(restored, [1.0, 2.0], rtol=1e-5)
 
 
 def test_registry_errors_list_what_is_known():

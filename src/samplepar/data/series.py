@@ -37,11 +37,17 @@ def _numeric(values: pd.Series, column: str, path: Path) -> np.ndarray:
 
 
 def _order(frame: pd.DataFrame, time_column: str, path: Path) -> np.ndarray:
-    """Row order by time; raises on unparsable or repeated times, naming the row."""
+    """Row order by time (numbers, else dates); raises on bad or repeated times, naming the row."""
     raw = _column(frame, time_column, path)
-    times = pd.to_datetime(raw, errors="coerce", format="mixed")
+    times = pd.to_numeric(raw, errors="coerce")
     if times.isna().any():
-        times = pd.Series(_numeric(raw, time_column, path))
+        times = pd.to_datetime(raw, errors="coerce", format="mixed")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise DataError(
+            f"{path}: column {time_column!r} row {row} (line {row + 1 + CSV_HEADER_LINES}) "
+            f"holds {raw.iloc[row]!r}, neither a number nor a date"
+        )
     duplicated = np.flatnonzero(times.duplicated().to_numpy())
     if duplicated.size:
         row = int(duplicated[0])
