@@ -1,0 +1,81 @@
+"""Convolutional models: LeNet-5 and a small residual network, channels-last images.
+
+Inputs are ``[B, H, W, C]`` (or ``[B, H, W]``, one channel). Neither model keeps running
+statistics: batch norm would make an example's likelihood depend on the other examples of its
+(sharded) batch and on the weight sample that last updated the statistics, breaking the exact,
+layout-independent objective. The ResNet uses GroupNorm, which normalises each example alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def as_image(x: jax.Array) -> jax.Array:
+    """``[B, H, W]`` -> ``[B, H, W, 1]``; ``[B, H, W, C]`` unchanged."""
+    return x[..., None] if x.ndim == 3 else x
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with ReLU and max pooling: conv 6@5x5, pool, conv 16@5x5, pool, 120, 84, out.
+
+    The first convolution keeps the size (``SAME``); the second is ``VALID`` when the pooled map
+    is at least 10 wide (28x28 input: 16@5x5 = 400 features, as in the original) and ``SAME`` for
+    small inputs (8x8 input: 16@2x2). Inputs must be at least 4x4.
+    """
+
+    num_outputs: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = as_image(x)
+        x = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding="SAME")(x)), (2, 2), (2, 2))
+        padding = "VALID" if min(x.shape[1:3]) >= 10 else "SAME"
+        x = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding=padding)(x)), (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(120)(x))
+        x = nn.relu(nn.Dense(84)(x))
+        return nn.Dense(self.num_outputs)(x)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-GN-ReLU-conv3x3-GN plus a (projected when the shape changes) shortcut."""
+
+    width: int
+    stride: int = 1
+    groups: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        strides = (self.stride, self.stride)
+        y = nn.Conv(self.width, (3, 3), strides, use_bias=False)(x)
+        y = nn.relu(nn.GroupNorm(self.groups)(y))
+        y = nn.GroupNorm(self.groups)(nn.Conv(self.width, (3, 3), use_bias=False)(y))
+        if self.stride != 1 or x.shape[-1] != self.width:
+            x = nn.Conv(self.width, (1, 1), strides, use_bias=False)(x)
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """A small ResNet: 3x3 stem, one stage per width (each after the first halves the size),
+    ``blocks`` residual blocks per stage, global average pooling, dense output."""
+
+    num_outputs: int = 10
+    widths: Sequence[int] = (16, 32, 64)
+    blocks: int = 1
+    groups: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = as_image(x)
+        x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.GroupNorm(self.groups)(x))
+        for stage, width in enumerate(self.widths):
+            for block in range(self.blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = ResidualBlock(width, stride, self.groups)(x)
+        return nn.Dense(self.num_outputs)(jnp.mean(x, axis=(1, 2)))
