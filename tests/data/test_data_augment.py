@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from samplepar.data.augment import AugmentConfig, augment, augment_batch, augment_stream
+from samplepar.data.augment import (
+    AugmentConfig,
+    augment,
+    augment_batch,
+    augment_stream,
+    batch_augmenter,
+)
 from samplepar.mesh import DATA, SAMPLE, make_mesh
 from samplepar.random import local_sample_indices, step_key
 
@@ -117,6 +123,15 @@ def test_per_sample_differs_shared_does_not_per_shard_follows_groups():
     assert streams(8) == list(range(8))  # groups == num_samples: per-sample
     assert streams(1) == [0] * 8  # one group: shared
     assert streams(3) == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+def test_batch_augmenter_fits_the_engine_and_keeps_labels():
+    config = AugmentConfig(jitter_std=0.1, num_samples=NUM_SAMPLES)
+    batch = {"x": IMAGES, "y": INDICES * 2, "index": INDICES}
+    out = batch_augmenter(config)(KEY, 3, batch)
+    close(out["x"], augment_batch(KEY, 3, INDICES, IMAGES, config))
+    assert np.abs(np.asarray(out["x"]) - IMAGES).max() > 0.1
+    assert out["y"] is batch["y"] and out["index"] is batch["index"]
 
 
 def test_disabled_config_returns_the_batch_and_bad_settings_are_named():

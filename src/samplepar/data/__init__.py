@@ -5,7 +5,7 @@ Augmentation (:mod:`samplepar.data.augment`) runs in JAX and is keyed by (step, 
 never by device; batching (:mod:`samplepar.data.loader`) is a pure, checkpointable iterator.
 """
 
-from samplepar.data.augment import AugmentConfig, augment, augment_batch
+from samplepar.data.augment import AugmentConfig, augment, augment_batch, batch_augmenter
 from samplepar.data.base import DataError, Dataset, MissingDataError
 from samplepar.data.cifar import cifar10
 from samplepar.data.digits import digits
@@ -24,6 +24,7 @@ __all__ = [
     "MissingDataError",
     "augment",
     "augment_batch",
+    "batch_augmenter",
     "cifar10",
     "csv_series",
     "default_augment",

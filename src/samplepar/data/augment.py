@@ -128,3 +128,17 @@ def augment_batch(
         return x
     keys = example_keys(rng_key, augment_stream(sample_index, config), example_indices)
     return jax.vmap(lambda key, example: augment(key, example, config))(keys, x)
+
+
+def batch_augmenter(config: AugmentConfig, key: str = "x"):
+    """``augment_fn(rng_key, sample_index, batch) -> batch`` for ``engine.make_loss``.
+
+    Augments ``batch[key]`` with :func:`augment_batch` keyed by ``batch["index"]``; other entries
+    pass through. Pass ``None`` to the engine instead when ``config.enabled`` is False.
+    """
+
+    def augment_fn(rng_key, sample_index, batch):
+        x = augment_batch(rng_key, sample_index, batch["index"], batch[key], config)
+        return {**batch, key: x}
+
+    return augment_fn
