@@ -7,6 +7,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from numpyro import handlers
+from numpyro.infer.util import log_density
 
 from samplepar import mcmc
 
@@ -20,8 +21,8 @@ def tiny_demand(product, log_price, num_products, sales=None):
     mu_beta = numpyro.sample("mu_beta", dist.Normal(-1.0, 1.0))
     sigma_beta = numpyro.sample("sigma_beta", dist.HalfNormal(0.5))
     with numpyro.plate("products", num_products):
-        alpha = numpyro.sample("alpha", dist.Normal(mu_alpha, sigma_alpha))
         beta = numpyro.sample("beta", dist.Normal(mu_beta, sigma_beta))
+        alpha = numpyro.sample("alpha", dist.Normal(mu_alpha, sigma_alpha))
     rate = jnp.exp(alpha[product] + beta[product] * log_price)
     with numpyro.plate("obs", product.shape[0]):
         numpyro.sample("sales", dist.Poisson(rate), obs=sales)
@@ -134,3 +135,28 @@ def test_parallel_needs_enough_devices():
     config = mcmc.NUTSConfig(num_chains=16, chain_method="parallel")
     with pytest.raises(ValueError, match="local devices"):
         mcmc.check_config(config)
+
+
+def test_effect_at_mean_keeps_the_log_density():
+    """Moving the intercept to the covariate mean has unit Jacobian: same joint density."""
+    data, sales, _ = tiny_panel()
+    kwargs = dict(**data, num_products=NUM_PRODUCTS, sales=sales)
+    mean = jnp.linspace(0.5, 2.0, NUM_PRODUCTS)
+    moved = mcmc.effect_at_mean(tiny_demand, mean, effect="alpha", slope="beta")
+    trace = handlers.trace(handlers.seed(moved, 2)).get_trace(**kwargs)
+    assert trace["alpha"]["type"] == "deterministic"
+    alpha = trace["alpha_at_mean"]["value"] - trace["beta"]["value"] * mean
+    np.testing.assert_allclose(trace["alpha"]["value"], alpha, rtol=1e-6)
+    shared = {k: trace[k]["value"] for k in ("mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta")}
+    shared["beta"] = trace["beta"]["value"]
+    at_mean = {"alpha_at_mean": trace["alpha_at_mean"]["value"]}
+    log_moved, _ = log_density(moved, (), kwargs, {**shared, **at_mean})
+    log_orig, _ = log_density(tiny_demand, (), kwargs, {**shared, "alpha": alpha})
+    np.testing.assert_allclose(log_moved, log_orig, rtol=1e-5)
+
+
+def test_effect_at_mean_needs_the_slope_first():
+    data, sales, _ = tiny_panel()
+    moved = mcmc.effect_at_mean(tiny_demand, 1.0, effect="mu_alpha", slope="beta")
+    with pytest.raises(ValueError, match="'beta' must be sampled before 'mu_alpha'"):
+        handlers.seed(moved, 0)(**data, num_products=NUM_PRODUCTS, sales=sales)

@@ -31,6 +31,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import biject_to, constraints
+from numpyro.infer import init_to_median
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_density
 
@@ -157,17 +158,26 @@ class AutoPairedNormal(AutoNormal):
         return self._constrain(latent)
 
 
-def get_guide(name: str, model: Callable, *, init_scale: float = 0.1, rank: int | None = None):
+def get_guide(
+    name: str,
+    model: Callable,
+    *,
+    init_scale: float = 0.1,
+    rank: int | None = None,
+    init_loc_fn: Callable = init_to_median,
+):
     """The guide called ``name`` (one of :data:`GUIDES`) for ``model``.
 
     ``rank`` is the low-rank guide's rank (NumPyro's default, about sqrt(dimension), if None).
+    Locations start at the prior medians (``init_loc_fn``), scales at ``init_scale``.
     """
+    options = dict(init_scale=init_scale, init_loc_fn=init_loc_fn)
     if name == "normal":
-        return AutoNormal(model, init_scale=init_scale)
+        return AutoNormal(model, **options)
     if name == "lowrank":
-        return AutoLowRankMultivariateNormal(model, init_scale=init_scale, rank=rank)
+        return AutoLowRankMultivariateNormal(model, rank=rank, **options)
     if name == "paired":
-        return AutoPairedNormal(model, init_scale=init_scale)
+        return AutoPairedNormal(model, **options)
     raise ValueError(f"unknown guide {name!r}; choose one of {', '.join(GUIDES)}")
 
 

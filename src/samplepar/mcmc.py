@@ -21,19 +21,26 @@ from typing import Any, NamedTuple
 import arviz as az
 import jax
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pandas as pd
 from numpyro import handlers
-from numpyro.infer import MCMC, NUTS
-from numpyro.infer.reparam import LocScaleReparam
+from numpyro.distributions.transforms import AffineTransform
+from numpyro.infer import MCMC, NUTS, init_to_median, init_to_sample, init_to_uniform
+from numpyro.infer.reparam import LocScaleReparam, Reparam
+
+EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "potential_energy", "energy")
+INIT_STRATEGIES = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}
 
 
 class NUTSConfig(NamedTuple):
     """Settings of a NUTS run.
 
     ``chain_method`` (``"parallel"``, ``"vectorized"``, ``"sequential"``) overrides the automatic
-    choice of :func:`chain_method`. ``max_log_likelihood_values`` bounds chains x draws x
-    observations stored as the pointwise log-likelihood (float32, 4 bytes each); above it the
-    group is left out.
+    choice of :func:`chain_method`; ``init`` names the initial-point strategy (``"median"`` of
+    the prior by default, ``"uniform"``, ``"sample"``). ``max_log_likelihood_values`` bounds
+    chains x draws x observations stored as the pointwise log-likelihood (float32, 4 bytes
+    each); above it the group is left out.
     """
 
     num_warmup: int = 500
@@ -43,6 +50,7 @@ class NUTSConfig(NamedTuple):
     max_tree_depth: int = 10
     max_log_likelihood_values: int = 20_000_000
     chain_method: str | None = None
+    init: str = "median"
 
 
 class NUTSSummary(NamedTuple):
@@ -82,6 +90,8 @@ def check_config(config: NUTSConfig) -> None:
             f"chain_method='parallel' needs num_chains ({config.num_chains}) <= local devices "
             f"({jax.local_device_count()})"
         )
+    if config.init not in INIT_STRATEGIES:
+        raise ValueError(f"init must be one of {sorted(INIT_STRATEGIES)}, got {config.init!r}")
     if config.max_tree_depth < 1:
         raise ValueError(f"max_tree_depth must be >= 1, got {config.max_tree_depth}")
 
@@ -99,6 +109,59 @@ def noncentred(model: Callable, sites: Sequence[str]) -> Callable:
     ``name`` itself stays a deterministic site.
     """
     return handlers.reparam(model, config={name: LocScaleReparam(centered=0) for name in sites})
+
+
+def effect_at_mean(
+    model: Callable,
+    covariate_mean: Any,
+    effect: str = "product_effect",
+    slope: str = "product_elasticity",
+) -> Callable:
+    """``model`` with the intercept ``effect`` moved to the covariate's mean (same posterior).
+
+    In ``effect + slope * x`` with ``x`` far from zero, intercept and slope are almost perfectly
+    anti-correlated a posteriori. This samples ``{effect}_at_mean = effect + slope * mean(x)``
+    instead (its density is ``effect``'s prior shifted by ``slope * covariate_mean``) and sets
+    ``effect = {effect}_at_mean - slope * covariate_mean`` as a deterministic site. The map has
+    unit Jacobian, so the posterior is unchanged; ``slope`` must be sampled (or be a
+    deterministic site) before ``effect``. ``covariate_mean`` broadcasts against both sites.
+    """
+    return _EffectAtMean(model, effect, slope, covariate_mean)
+
+
+class _Shift(Reparam):
+    """Samples ``{name}_at_mean ~ fn shifted by shift``; the site's value is that minus shift."""
+
+    def __init__(self, shift):
+        self.shift = shift
+
+    def __call__(self, name, fn, obs):
+        if obs is not None:
+            raise ValueError(f"site {name!r} is observed; only a latent effect can be moved")
+        shifted = dist.TransformedDistribution(fn, AffineTransform(self.shift, 1.0))
+        return None, numpyro.sample(f"{name}_at_mean", shifted) - self.shift
+
+
+class _EffectAtMean(handlers.reparam):
+    """Records the slope's value as it is sampled and shifts the effect site by it."""
+
+    def __init__(self, fn, effect, slope, covariate_mean):
+        self.effect, self.slope, self.covariate_mean = effect, slope, covariate_mean
+        self._slope_value = None
+        super().__init__(fn, config=self._reparam_of)
+
+    def _reparam_of(self, msg):
+        if msg["name"] != self.effect:
+            return None
+        if self._slope_value is None:
+            raise ValueError(f"site {self.slope!r} must be sampled before {self.effect!r}")
+        shift = self._slope_value * self.covariate_mean
+        self._slope_value = None
+        return _Shift(shift)
+
+    def postprocess_message(self, msg):
+        if msg["name"] == self.slope:
+            self._slope_value = msg["value"]
 
 
 def run_nuts(
@@ -122,6 +185,7 @@ def run_nuts(
         model,
         target_accept_prob=config.target_accept_prob,
         max_tree_depth=config.max_tree_depth,
+        init_strategy=INIT_STRATEGIES[config.init](),
     )
     mcmc = MCMC(
         kernel,
@@ -132,7 +196,7 @@ def run_nuts(
         progress_bar=False,
     )
     start = time.perf_counter()
-    mcmc.run(rng_key, *model_args, extra_fields=("diverging",), **model_kwargs)
+    mcmc.run(rng_key, *model_args, extra_fields=EXTRA_FIELDS, **model_kwargs)
     jax.block_until_ready(mcmc.get_samples())
     wall = time.perf_counter() - start
 
