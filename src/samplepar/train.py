@@ -1,0 +1,270 @@
+"""The Bayesian-neural-network training loop: ``train(config, workdir)``.
+
+One step draws ``samples`` weight samples spread over the ``sample`` mesh axis and a batch spread
+over ``data``; the loop shows progress, evaluates the Bayesian model average each epoch, logs
+metrics to ``metrics.jsonl``, checkpoints (state, data position, step) with orbax every epoch and
+resumes from the newest checkpoint by itself. A run on any layout follows the same trajectory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec
+
+from samplepar import checkpoint, engine, mesh, objectives, progress
+from samplepar import random as sp_random
+from samplepar.bnn import bayesianize, get_model, model_likelihood
+from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
+from samplepar.data.augment import MODES as AUGMENT_MODES
+from samplepar.data.augment import batch_augmenter
+from samplepar.data.loader import LoaderState
+from samplepar.metrics import ClassificationStats, RegressionStats
+
+# Settings that may change between a run and its resumption.
+RESUMABLE = ("layout", "epochs", "progress")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A BNN training run. ``layout`` and ``epochs`` may change when a run is resumed."""
+
+    model: str = "lenet"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    samples: int = 16
+    layout: str = "sample"
+    batch_size: int = 128
+    epochs: int = 30
+    learning_rate: float = 3e-3
+    objective: str = "elbo"
+    alpha: float = 0.5
+    init_scale: float = 1e-3
+    prior_scale: float = 1.0
+    augment: str = "per-sample"
+    augment_groups: int = 1
+    samples_per_pass: int | None = 4
+    eval_samples: int = 16
+    eval_batch_size: int = 512
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("samples", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(
+                    f"setting {name} must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"setting learning_rate must be positive, got {self.learning_rate}")
+        if self.augment not in ("none", *AUGMENT_MODES):
+            raise ValueError(
+                f"setting augment={self.augment!r} is unknown; choose none, "
+                + ", ".join(AUGMENT_MODES)
+            )
+        objectives.get_objective(self.objective, self.alpha)
+
+    def identity(self) -> dict:
+        """The settings that define the run (a resumed run must match them)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Run(NamedTuple):
+    """Everything ``train`` builds before the first step."""
+
+    dataset: Any
+    model: Any
+    mesh: Any
+    step: Any
+    evaluate: Any
+    state: engine.TrainState
+    steps_per_epoch: int
+
+
+def _augment_fn(config: TrainConfig):
+    if config.augment == "none":
+        return None
+    settings = default_augment(
+        config.dataset,
+        mode=config.augment,
+        groups=config.augment_groups,
+        num_samples=config.samples,
+    )
+    return batch_augmenter(settings) if settings.enabled else None
+
+
+def _make_evaluate(bayesian, mesh_, num_samples: int, likelihood: str, per_pass: int | None):
+    """``evaluate(params, rng_key, batch) -> stats`` over the mixture of ``num_samples`` draws."""
+    per_shard = num_samples // mesh.layout_of(mesh_).sample
+
+    def shard_outputs(params, rng_key, x):
+        keys = sp_random.sample_keys(
+            rng_key, sp_random.local_sample_indices(per_shard, mesh.SAMPLE)
+        )
+
+        def one(key):
+            weight_key, noise_key = jax.random.split(key)
+            weights, _ = bayesian.family.sample_and_log_prob(weight_key, params)
+            out = bayesian.predict_fn(weights, x)
+            if likelihood == "categorical":
+                return jax.nn.log_softmax(out, axis=-1)
+            mean, scale = out
+            return mean + scale * jax.random.normal(noise_key, mean.shape, mean.dtype)
+
+        return engine.map_samples(one, keys, per_pass)
+
+    outputs = jax.shard_map(
+        shard_outputs,
+        mesh=mesh_,
+        in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(mesh.DATA)),
+        out_specs=PartitionSpec(mesh.SAMPLE, mesh.DATA),
+    )
+
+    @jax.jit
+    def evaluate(params, rng_key, batch):
+        predictions = outputs(params, rng_key, batch["x"])
+        if likelihood == "categorical":
+            return ClassificationStats.from_predictions(
+                predictions, batch["y"], batch["mask"], log_space=True
+            )
+        return RegressionStats.from_samples(predictions, batch["y"], batch["mask"])
+
+    return evaluate
+
+
+def build(config: TrainConfig) -> Run:
+    """Data, model, mesh, compiled step and evaluation, and the initial state."""
+    layout = mesh.parse_layout(config.layout)
+    mesh.check_num_samples(config.samples, layout)
+    mesh.check_num_samples(config.eval_samples, layout)
+    mesh.check_batch_size(config.batch_size, layout)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    likelihood = model_likelihood(config.model)
+    if (likelihood == "categorical") != (dataset.num_classes > 0):
+        raise ValueError(
+            f"model {config.model!r} is a {likelihood} model but dataset {config.dataset!r} is "
+            f"{'a classification' if dataset.num_classes else 'a regression'} task"
+        )
+    num_outputs = dataset.num_classes or int(np.prod(dataset.y_train.shape[1:]))
+    model = get_model(config.model, dataset.x_train.shape[1:], num_outputs)
+    bayesian = bayesianize(
+        model, likelihood, init_scale=config.init_scale, prior_scale=config.prior_scale
+    )
+    mesh_ = mesh.make_mesh(layout)
+    seed_key = jax.random.key(config.seed)
+    params = bayesian.init_params(jax.random.fold_in(seed_key, 0), dataset.x_train[:1])
+    optimizer = optax.adam(config.learning_rate)
+    loss = engine.make_loss(
+        engine.bayesian_particle(bayesian.family, bayesian.log_lik_fn),
+        objectives.get_objective(config.objective, config.alpha),
+        mesh_,
+        config.samples,
+        dataset_size=len(dataset.x_train),
+        kl_fn=bayesian.family.kl,
+        augment_fn=_augment_fn(config),
+        samples_per_pass=config.samples_per_pass,
+    )
+    return Run(
+        dataset=dataset,
+        model=bayesian,
+        mesh=mesh_,
+        step=engine.build_step(loss, optimizer, mesh_),
+        evaluate=_make_evaluate(
+            bayesian, mesh_, config.eval_samples, likelihood, config.samples_per_pass
+        ),
+        state=engine.init(params, optimizer, mesh_),
+        steps_per_epoch=-(-len(dataset.x_train) // config.batch_size),
+    )
+
+
+def evaluate_dataset(run: Run, params, config: TrainConfig, x, y) -> dict[str, Any]:
+    """Exact metrics of the model average over ``x, y`` (padded, masked batches)."""
+    key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    layout = mesh.layout_of(run.mesh)
+    stats = None
+    for batch in eval_batches(x, y, config.eval_batch_size, multiple=layout.data):
+        batch_stats = run.evaluate(
+            params, key, mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
+        )
+        stats = batch_stats if stats is None else stats.merge(batch_stats)
+    return {k: np.asarray(v).tolist() for k, v in stats.compute().items()}, stats
+
+
+def _write_jsonl(path: Path, record: dict) -> None:
+    if jax.process_index() == 0:
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``workdir``; returns the final test metrics."""
+    workdir = Path(workdir)
+    run = build(config)
+    checkpoint.check_config(workdir, config.identity())
+    ckpt_dir = workdir / "checkpoints"
+    state, loader, step = run.state, LoaderState(), 0
+    latest = checkpoint.latest_step(ckpt_dir)
+    if latest is not None:
+        state = checkpoint.restore(ckpt_dir, latest, run.state)
+        meta = checkpoint.restore_meta(ckpt_dir, latest)
+        loader, step = LoaderState(*meta["loader"]), int(meta["step"])
+    total = config.epochs * run.steps_per_epoch
+    seed_key = jax.random.key(config.seed)
+    arrays = (run.dataset.x_train, run.dataset.y_train)
+    n_train = len(run.dataset.x_train)
+    metrics_path = workdir / "metrics.jsonl"
+    bar = progress.bar(total, step, f"train {config.model}/{config.dataset}", config.progress)
+    smoothed, started, epoch_losses, test = progress.Smoothed(), time.perf_counter(), [], {}
+    pending = None
+    while step < total:
+        batch, next_loader = next_batch(arrays, loader, config.batch_size, config.seed)
+        global_batch = mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
+        new_state, info = run.step(sp_random.step_key(seed_key, step), state, global_batch)
+        loss = float(info.loss) / n_train
+        if not math.isfinite(loss):
+            bar.close()
+            raise TrainingDiverged(
+                f"loss became {loss} at step {step + 1}; the last good checkpoint is kept in "
+                f"{ckpt_dir}. Hint: lower learning_rate (now {config.learning_rate}) or "
+                "init_scale, or check the inputs for NaN"
+            )
+        state, loader, step = new_state, next_loader, step + 1
+        smoothed = smoothed.update(loss)
+        epoch_losses.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{smoothed.mean:.4f}", test_acc=test.get("accuracy", "-"))
+        if step % run.steps_per_epoch == 0 or step == total:
+            metrics, _ = evaluate_dataset(
+                run, state.params, config, run.dataset.x_test, run.dataset.y_test
+            )
+            test = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+            pending = {
+                "epoch": step / run.steps_per_epoch,
+                "step": step,
+                "train_loss": float(np.mean(epoch_losses)),
+                "seconds": time.perf_counter() - started,
+                "steps_per_second": bar.format_dict.get("rate") or float("nan"),
+                **{f"test_{k}": v for k, v in metrics.items()},
+            }
+            _write_jsonl(metrics_path, pending)
+            epoch_losses = []
+            checkpoint.save(ckpt_dir, step, state, {"loader": list(loader), "step": step})
+    bar.close()
+    if pending is None:
+        metrics, _ = evaluate_dataset(
+            run, state.params, config, run.dataset.x_test, run.dataset.y_test
+        )
+        pending = {f"test_{k}": v for k, v in metrics.items()}
+    return {"state": state, "run": run, "final": pending}
