@@ -1,0 +1,208 @@
+"""Demand benchmark: it/s of the published model under NumPyro vs the fast path, same run.
+
+    python benchmarks/demand.py --size small            # 10,000 products x 156 periods
+    python benchmarks/demand.py --size medium           # 100,000 products
+    python benchmarks/demand.py --quick                 # a tiny panel, seconds
+
+(a) reference: the published formulation fitted by NumPyro's ``SVI.run`` (one compiled scan),
+see ``reference_demand.py``; (b) fast path: the panel formulation under samplepar's sharded SVI
+on every local device (one per CPU core unless XLA_FLAGS says otherwise). Both: AutoNormal,
+Renyi ELBO with 4 particles, AdamW with exponential decay. Each step time is also given as a
+multiple of one fused exp pass over the step's particle-observations (4 x N), timed in the same
+run: the floor of a step that must evaluate every rate. A learning check then runs both for
+``--learn-steps`` from the same initial parameters and compares their final losses, and the
+correlation of the fitted product elasticities with the truth. Prints a table, ends with one
+JSON line, and writes benchmarks/results/demand.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    ).strip()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_demand  # noqa: E402
+
+from samplepar import random as sp_random  # noqa: E402
+from samplepar import svi  # noqa: E402
+from samplepar.mesh import make_mesh  # noqa: E402
+from samplepar.models import (  # noqa: E402
+    fast_inputs,
+    fast_model,
+    observations,
+    panel,
+    published_inputs,
+    simulate,
+)
+
+SIZES = {  # products, periods, categories
+    "quick": (200, 52, 4),
+    "small": (10_000, 156, 10),
+    "medium": (100_000, 156, 10),
+    "large": (1_000_000, 156, 10),
+}
+NUM_PARTICLES = 4
+
+
+def exp_pass_seconds(num_elements: int, repeats: int = 20) -> float:
+    """Median seconds of one fused ``sum(exp(x))`` over ``num_elements`` float32 values."""
+    x = jnp.linspace(-4.0, 4.0, num_elements, dtype=jnp.float32)
+    fn = jax.jit(lambda v: jnp.sum(jnp.exp(v)))
+    fn(x).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run_fast(problem: svi.SVI, seed_key, num_steps: int, init_params=None):
+    """(it/s over ``num_steps`` steps after one compiling step, losses, final state)."""
+    state = problem.init(problem.params if init_params is None else init_params)
+    state, info = problem.step(sp_random.step_key(seed_key, 0), state, problem.data)
+    losses = [info.loss]
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for t in range(1, num_steps + 1):
+        state, info = problem.step(sp_random.step_key(seed_key, t), state, problem.data)
+        losses.append(info.loss)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    return num_steps / seconds, np.asarray(jax.device_get(losses)), state
+
+
+def elasticity_correlation(guide, params: dict, truth) -> float:
+    """Correlation of the guide's median product elasticities with the true ones."""
+    m = guide.median(params)
+    elasticity = (
+        m["global_elasticity"]
+        + m["sigma_category"] * m["category_elasticity_decentered"][truth.product_category]
+        + m["sigma_product"] * m["product_elasticity_decentered"]
+    )
+    return float(np.corrcoef(np.asarray(elasticity), truth.product_elasticity)[0, 1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["small", "medium", "large"], default="small")
+    parser.add_argument("--quick", action="store_true", help="a tiny panel (seconds)")
+    parser.add_argument("--steps", type=int, default=None, help="timed fast-path steps")
+    parser.add_argument("--reference-steps", type=int, default=None, help="timed NumPyro steps")
+    parser.add_argument("--learn-steps", type=int, default=None, help="steps of the learning check")
+    parser.add_argument("--layout", default="data", help="mesh layout of the fast path")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "demand.json"))
+    args = parser.parse_args(argv)
+    size = "quick" if args.quick else args.size
+    num_products, num_periods, num_categories = SIZES[size]
+    scale = {"quick": 1, "small": 1, "medium": 10, "large": 100}[size]
+    steps = args.steps or max(20, 300 // scale)
+    reference_steps = args.reference_steps or max(3, 30 // scale)
+    learn_steps = args.learn_steps or (100 if size == "quick" else max(30, 300 // scale))
+
+    table, truth = simulate(0, num_products, num_periods, num_categories)
+    obs = observations(table)
+    num_obs = len(obs.units)
+    data, model_kwargs = published_inputs(obs)
+    panel_data, _ = fast_inputs(obs, panel(obs))
+    mesh = make_mesh(args.layout)
+    problem = svi.build(
+        jax.random.key(0),
+        fast_model,
+        panel_data,
+        model_kwargs=model_kwargs,
+        data_plate="rows",
+        mesh=mesh,
+        num_particles=NUM_PARTICLES,
+    )
+    init_constrained = problem.constrain(problem.params)
+    seed_key = jax.random.key(1)
+
+    exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
+    fast_its, _, _ = run_fast(problem, seed_key, steps)
+    reference = reference_demand.make_svi(NUM_PARTICLES)
+    reference_its = reference_demand.steps_per_second(
+        reference, jax.random.key(1), reference_steps, data, model_kwargs, init_constrained
+    )
+    exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
+
+    reference_run, _ = reference_demand.run(
+        reference, jax.random.key(1), learn_steps, data, model_kwargs, init_constrained
+    )
+    reference_losses = np.asarray(reference_run.losses)
+    _, fast_losses, state = run_fast(problem, seed_key, learn_steps - 1)
+    fast_params = problem.constrain(state.params)
+    tail = max(1, learn_steps // 10)
+    result = {
+        "size": size,
+        "products": num_products,
+        "periods": num_periods,
+        "categories": num_categories,
+        "observations": num_obs,
+        "devices": jax.device_count(),
+        "layout": str(dict(mesh.shape)),
+        "particles": NUM_PARTICLES,
+        "reference_it_per_s": reference_its,
+        "fast_it_per_s": fast_its,
+        "speedup": fast_its / reference_its,
+        "exp_pass_ms": 1e3 * exp_seconds,
+        "reference_step_in_exp_passes": 1.0 / reference_its / exp_seconds,
+        "fast_step_in_exp_passes": 1.0 / fast_its / exp_seconds,
+        "learn_steps": learn_steps,
+        "reference_final_loss": float(reference_losses[-tail:].mean()),
+        "fast_final_loss": float(fast_losses[-tail:].mean()),
+        "reference_elasticity_corr": elasticity_correlation(
+            reference.guide, reference_run.params, truth
+        ),
+        "fast_elasticity_corr": elasticity_correlation(problem.guide, fast_params, truth),
+    }
+    rows = [
+        ("", "reference (NumPyro)", "fast path (samplepar)"),
+        ("it/s", f"{reference_its:.2f}", f"{fast_its:.1f}"),
+        (
+            "step / exp pass",
+            f"{result['reference_step_in_exp_passes']:.1f}",
+            f"{result['fast_step_in_exp_passes']:.1f}",
+        ),
+        (
+            f"loss, last {tail} of {learn_steps}",
+            f"{result['reference_final_loss']:.6g}",
+            f"{result['fast_final_loss']:.6g}",
+        ),
+        (
+            "corr(elasticity, truth)",
+            f"{result['reference_elasticity_corr']:.3f}",
+            f"{result['fast_elasticity_corr']:.3f}",
+        ),
+    ]
+    print(
+        f"demand-{size}: {num_products} products x {num_periods} periods = {num_obs} obs, "
+        f"{jax.device_count()} devices, layout {result['layout']}, "
+        f"exp pass {result['exp_pass_ms']:.2f} ms"
+    )
+    for row in rows:
+        print(f"{row[0]:<28}{row[1]:>22}{row[2]:>24}")
+    print(f"speed-up per iteration: {result['speedup']:.1f}x")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The hierarchical Poisson price-elasticity model, in two formulations with one log-density.
+
+Both share the latent structure (:func:`latents`):
+
+    global elasticity           g ~ Normal(-1, 1)
+    category elasticities     e_c ~ Normal(g, sigma_cat)             (LocScaleReparam)
+    product elasticities      e_p ~ Normal(e_{c(p)}, sigma_prod)     (LocScaleReparam)
+    product effects           a_p ~ Normal(mu, sigma)                (log base demand)
+    category-period effects  b_ct ~ Normal(0, sigma_cp)
+    log demand            l_{pt} = a_p + b_{c(p)t} + e_p log price_{pt}
+    units                 y_{pt} ~ Poisson(exp(clip(l_{pt}, -4, 20)))
+
+Priors (:class:`Priors`) are weakly informative: elasticities centred on -1 (demand falls with
+price) with unit scale; half-normal scales of 0.5 for the elasticity hierarchy and the
+category-period effects; ``mu ~ Normal(3, 3)`` and ``sigma ~ HalfNormal(2)`` for log base demand,
+which covers daily to yearly retail counts. Both elasticity levels are fully non-centred
+(``LocScaleReparam(0)``), the usual cure for funnel geometry in SVI and NUTS alike.
+
+:func:`published_model` is written as published: long observation vectors, gathers by index,
+a plate ``obs`` over observations. :func:`fast_model` takes a dense product x period panel
+(:func:`samplepar.models.demand_data.panel`): one plate ``rows`` over products whose factor is
+each product's log-likelihood, the category-period effects expanded by a one-hot matrix
+product (a matmul forward and backward instead of a gather and a scatter-add), and sum log(y!)
+precomputed once as a per-product constant. ``y * clip(l)`` stays per cell: the clip makes it
+non-linear in the latents, and replacing it by sufficient statistics would change the gradient
+wherever the clip is active.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer.reparam import LocScaleReparam
+
+LOG_DEMAND_CLIP = (-4.0, 20.0)
+OBS_PLATE = "obs"
+ROWS_PLATE = "rows"
+
+
+@dataclasses.dataclass(frozen=True)
+class Priors:
+    """Hyper-parameters of the priors (see the module docstring)."""
+
+    elasticity_loc: float = -1.0
+    elasticity_scale: float = 1.0
+    sigma_category: float = 0.5
+    sigma_product: float = 0.5
+    effect_loc: float = 3.0
+    effect_scale: float = 3.0
+    sigma_effect: float = 2.0
+    sigma_cat_period: float = 0.5
+
+
+def latents(product_category, num_categories: int, num_periods: int, priors: Priors):
+    """Samples the latent sites; returns (product elasticity [P], effect [P], b [C, T])."""
+    num_products = len(product_category)
+    g = numpyro.sample(
+        "global_elasticity", dist.Normal(priors.elasticity_loc, priors.elasticity_scale)
+    )
+    sigma_cat = numpyro.sample("sigma_category", dist.HalfNormal(priors.sigma_category))
+    sigma_prod = numpyro.sample("sigma_product", dist.HalfNormal(priors.sigma_product))
+    mu = numpyro.sample("mu_effect", dist.Normal(priors.effect_loc, priors.effect_scale))
+    sigma_effect = numpyro.sample("sigma_effect", dist.HalfNormal(priors.sigma_effect))
+    sigma_cp = numpyro.sample("sigma_cat_period", dist.HalfNormal(priors.sigma_cat_period))
+    reparam = {"category_elasticity": LocScaleReparam(0), "product_elasticity": LocScaleReparam(0)}
+    with numpyro.handlers.reparam(config=reparam):
+        with numpyro.plate("categories", num_categories):
+            category_el = numpyro.sample("category_elasticity", dist.Normal(g, sigma_cat))
+        with numpyro.plate("products", num_products):
+            product_el = numpyro.sample(
+                "product_elasticity", dist.Normal(category_el[product_category], sigma_prod)
+            )
+    with numpyro.plate("products", num_products):
+        effect = numpyro.sample("product_effect", dist.Normal(mu, sigma_effect))
+    with (
+        numpyro.plate("cat_period_categories", num_categories, dim=-2),
+        numpyro.plate("periods", num_periods, dim=-1),
+    ):
+        cat_period = numpyro.sample("cat_period_effect", dist.Normal(0.0, sigma_cp))
+    return product_el, effect, cat_period
+
+
+def published_model(
+    product,
+    category,
+    period,
+    log_price,
+    units=None,
+    *,
+    product_category,
+    num_categories: int,
+    num_periods: int,
+    priors: Priors = Priors(),
+):
+    """The model as published; observation vectors are ``[N]`` (see :class:`Observations`).
+
+    ``product_category`` ``[P]`` gives each product's category code.
+    """
+    product_el, effect, cat_period = latents(product_category, num_categories, num_periods, priors)
+    log_demand = effect[product] + cat_period[category, period] + product_el[product] * log_price
+    rate = jnp.exp(jnp.clip(log_demand, *LOG_DEMAND_CLIP))
+    with numpyro.plate(OBS_PLATE, log_price.shape[0]):
+        numpyro.sample("units", dist.Poisson(rate), obs=units)
+
+
+def fast_model(
+    product,
+    category,
+    log_price,
+    units,
+    observed,
+    log_units_factorial,
+    *,
+    product_category,
+    num_categories: int,
+    num_periods: int,
+    priors: Priors = Priors(),
+):
+    """The same log-density on panel rows (see :class:`Panel`); rows are ``[R]`` / ``[R, T]``.
+
+    Rows may be any subset of products (e.g. one data shard's), so the panel shards over rows.
+    """
+    product_el, effect, cat_period = latents(product_category, num_categories, num_periods, priors)
+    row_cat_period = jax.nn.one_hot(category, num_categories, dtype=log_price.dtype) @ cat_period
+    log_demand = (
+        effect[product][:, None] + row_cat_period + product_el[product][:, None] * log_price
+    )
+    clipped = jnp.clip(log_demand, *LOG_DEMAND_CLIP)
+    cell = jnp.where(observed, units * clipped - jnp.exp(clipped), 0.0)
+    with numpyro.plate(ROWS_PLATE, log_price.shape[0]):
+        numpyro.factor("units", jnp.sum(cell, axis=-1) - log_units_factorial)
+
+
+def published_inputs(obs) -> tuple[dict, dict]:
+    """(observation arrays sharded over ``obs``, model kwargs) for :func:`published_model`."""
+    data = {
+        "product": obs.product,
+        "category": obs.category,
+        "period": obs.period,
+        "log_price": obs.log_price,
+        "units": obs.units,
+    }
+    return data, model_kwargs(obs)
+
+
+def fast_inputs(obs, panel) -> tuple[dict, dict]:
+    """(panel arrays sharded over ``rows``, model kwargs) for :func:`fast_model`."""
+    data = {
+        "product": panel.product,
+        "category": panel.category,
+        "log_price": panel.log_price,
+        "units": panel.units,
+        "observed": panel.observed,
+        "log_units_factorial": panel.log_units_factorial,
+    }
+    return data, model_kwargs(obs)
+
+
+def model_kwargs(obs) -> dict:
+    """The replicated keyword arguments both models take (category codes and sizes)."""
+    return {
+        "product_category": obs.product_category,
+        "num_categories": len(obs.encoding.categories),
+        "num_periods": len(obs.encoding.periods),
+    }

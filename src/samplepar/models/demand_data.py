@@ -1,0 +1,242 @@
+"""Demand data: simulation with known truth, table validation, and the arrays the models take.
+
+A demand table has one row per (product, period) with columns ``product``, ``category``,
+``period``, ``price`` (> 0) and ``units`` (counts). :func:`read_table` loads one from a DataFrame,
+Parquet or CSV and :func:`validate` rejects bad rows with a :class:`DemandDataError` naming them;
+nothing is dropped silently. :func:`observations` gives the long vectors of the published model,
+:func:`panel` the dense product x period panel of the fast one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln
+
+COLUMNS = ("product", "category", "period", "price", "units")
+_MAX_ROWS_SHOWN = 5
+
+
+class DemandDataError(ValueError):
+    """A demand table that cannot be used as it is; the message names the rows."""
+
+
+class TrueParams(NamedTuple):
+    """The parameters a simulated table was drawn from (log scale where it says so)."""
+
+    global_elasticity: np.ndarray  # []
+    category_elasticity: np.ndarray  # [C]
+    product_elasticity: np.ndarray  # [P]
+    product_effect: np.ndarray  # [P] log base demand
+    cat_period_effect: np.ndarray  # [C, T]
+    product_category: np.ndarray  # [P] int, category of each product
+
+
+def simulate(
+    seed: int, num_products: int, num_periods: int, num_categories: int
+) -> tuple[pd.DataFrame, TrueParams]:
+    """A demand table with one row per product-period, and the truth it was drawn from.
+
+    Elasticities: global -2, categories ~ N(-2, 0.3), products ~ N(category, 0.2). Log base
+    demand ~ N(5, 1); category-period effects ~ N(0, 0.2). Log price = product base log price
+    ~ N(1.5, 0.5) + log(1 - discount), a discount of U(0.1, 0.4) in 15% of periods.
+    Units ~ Poisson(exp(clip(log demand, -4, 20))).
+    """
+    rng = np.random.default_rng(seed)
+    P, T, C = num_products, num_periods, num_categories
+    product_category = rng.integers(0, C, size=P)
+    global_elasticity = np.float64(-2.0)
+    category_elasticity = global_elasticity + 0.3 * rng.standard_normal(C)
+    product_elasticity = category_elasticity[product_category] + 0.2 * rng.standard_normal(P)
+    product_effect = 5.0 + rng.standard_normal(P)
+    cat_period_effect = 0.2 * rng.standard_normal((C, T))
+    base_log_price = 1.5 + 0.5 * rng.standard_normal(P)
+    discounted = rng.random((P, T)) < 0.15
+    discount = rng.uniform(0.1, 0.4, size=(P, T))
+    log_price = base_log_price[:, None] + np.where(discounted, np.log1p(-discount), 0.0)
+    log_demand = (
+        product_effect[:, None]
+        + cat_period_effect[product_category]
+        + product_elasticity[:, None] * log_price
+    )
+    units = rng.poisson(np.exp(np.clip(log_demand, -4.0, 20.0)))
+    table = pd.DataFrame(
+        {
+            "product": np.repeat(np.arange(P), T),
+            "category": np.repeat(product_category, T),
+            "period": np.tile(np.arange(T), P),
+            "price": np.exp(log_price).ravel(),
+            "units": units.ravel(),
+        }
+    )
+    truth = TrueParams(
+        np.asarray(global_elasticity),
+        category_elasticity,
+        product_elasticity,
+        product_effect,
+        cat_period_effect,
+        product_category,
+    )
+    return table, truth
+
+
+def _rows(positions) -> str:
+    positions = np.flatnonzero(positions) if np.asarray(positions).dtype == bool else positions
+    positions = np.asarray(positions)
+    shown = ", ".join(str(int(i)) for i in positions[:_MAX_ROWS_SHOWN])
+    more = ", ..." if len(positions) > _MAX_ROWS_SHOWN else ""
+    return f"row{'s' if len(positions) > 1 else ''} {shown}{more} ({len(positions)} in all)"
+
+
+def validate(table: pd.DataFrame) -> pd.DataFrame:
+    """Returns the table (columns in order, price float64, units int64) or raises.
+
+    Raises :class:`DemandDataError` for a missing column, a NaN, a price <= 0, negative or
+    non-integer units, a product in two categories, or a repeated (product, period). Rows are
+    named by position (0-based) with the first few shown and the count.
+    """
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise DemandDataError(
+            f"demand table lacks column(s) {missing}; it needs {list(COLUMNS)} "
+            f"(has {list(table.columns)})"
+        )
+    table = table.loc[:, list(COLUMNS)].reset_index(drop=True)
+    for column in COLUMNS:
+        empty = table[column].isna().to_numpy()
+        if empty.any():
+            raise DemandDataError(f"column {column!r} is missing a value in {_rows(empty)}")
+    for column in ("price", "units"):
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            raise DemandDataError(f"column {column!r} must be numeric, got {table[column].dtype}")
+    price = table["price"].to_numpy(np.float64)
+    bad = ~(price > 0) | ~np.isfinite(price)
+    if bad.any():
+        raise DemandDataError(f"price must be positive and finite; it is not in {_rows(bad)}")
+    units = table["units"].to_numpy(np.float64)
+    if (units < 0).any():
+        raise DemandDataError(f"units must be >= 0; negative in {_rows(units < 0)}")
+    fractional = ~np.isfinite(units) | (units != np.round(units))
+    if fractional.any():
+        raise DemandDataError(f"units must be whole counts; not in {_rows(fractional)}")
+    categories = table.groupby("product", sort=False)["category"].transform("nunique")
+    if (categories > 1).any():
+        products = table.loc[categories > 1, "product"].drop_duplicates().tolist()
+        raise DemandDataError(
+            f"each product must lie in one category; {len(products)} product(s) "
+            f"(e.g. {products[:_MAX_ROWS_SHOWN]}) have several, in "
+            f"{_rows((categories > 1).to_numpy())}"
+        )
+    repeated = table.duplicated(["product", "period"], keep=False).to_numpy()
+    if repeated.any():
+        raise DemandDataError(
+            f"each (product, period) must appear once; repeated in {_rows(repeated)}"
+        )
+    return table.assign(price=price, units=units.astype(np.int64))
+
+
+def read_table(source: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """A validated demand table from a DataFrame, a ``.parquet`` or a ``.csv`` file."""
+    if isinstance(source, pd.DataFrame):
+        return validate(source)
+    path = Path(source)
+    if path.suffix == ".parquet":
+        return validate(pd.read_parquet(path))
+    if path.suffix == ".csv":
+        return validate(pd.read_csv(path))
+    raise DemandDataError(f"{path}: expected a .parquet or .csv file")
+
+
+def save(path: str | Path, table: pd.DataFrame, truth: TrueParams | None = None) -> None:
+    """Writes ``table`` to ``path`` (Parquet) and ``truth`` beside it as ``<stem>.truth.npz``."""
+    path = Path(path)
+    table.to_parquet(path, index=False)
+    if truth is not None:
+        np.savez(path.with_suffix(".truth.npz"), **truth._asdict())
+
+
+def load(path: str | Path) -> tuple[pd.DataFrame, TrueParams | None]:
+    """Reads what :func:`save` wrote: the validated table and the truth when present."""
+    path = Path(path)
+    truth_path = path.with_suffix(".truth.npz")
+    truth = None
+    if truth_path.exists():
+        with np.load(truth_path, allow_pickle=False) as stored:
+            truth = TrueParams(**{name: stored[name] for name in TrueParams._fields})
+    return read_table(path), truth
+
+
+class Encoding(NamedTuple):
+    """Labels of the integer codes: ``products[i]`` is the label of product code ``i``."""
+
+    products: np.ndarray
+    categories: np.ndarray
+    periods: np.ndarray
+
+
+class Observations(NamedTuple):
+    """The published model's inputs: long vectors of length N (observations) plus indices."""
+
+    product: np.ndarray  # [N] int32 product code
+    category: np.ndarray  # [N] int32
+    period: np.ndarray  # [N] int32
+    log_price: np.ndarray  # [N] float32
+    units: np.ndarray  # [N] float32 (integer-valued)
+    product_category: np.ndarray  # [P] int32
+    encoding: Encoding
+
+
+def observations(table: pd.DataFrame) -> Observations:
+    """Integer codes (labels sorted) and long observation vectors of a validated table."""
+    product, products = pd.factorize(table["product"], sort=True)
+    period, periods = pd.factorize(table["period"], sort=True)
+    category, categories = pd.factorize(table["category"], sort=True)
+    product_category = np.zeros(len(products), np.int32)
+    product_category[product] = category
+    return Observations(
+        product.astype(np.int32),
+        category.astype(np.int32),
+        period.astype(np.int32),
+        np.log(table["price"].to_numpy(np.float64)).astype(np.float32),
+        table["units"].to_numpy().astype(np.float32),
+        product_category,
+        Encoding(np.asarray(products), np.asarray(categories), np.asarray(periods)),
+    )
+
+
+class Panel(NamedTuple):
+    """The fast model's inputs: one row per product, periods along the second axis.
+
+    Cells with no observation have ``observed`` False, units 0 and log price 0.
+    """
+
+    product: np.ndarray  # [P] int32 product code of each row
+    category: np.ndarray  # [P] int32
+    log_price: np.ndarray  # [P, T] float32
+    units: np.ndarray  # [P, T] float32
+    observed: np.ndarray  # [P, T] bool
+    log_units_factorial: np.ndarray  # [P] float32: sum_t log(units!) of the row (a constant)
+
+
+def panel(obs: Observations) -> Panel:
+    """The dense product x period panel of :func:`observations`' vectors."""
+    P, T = len(obs.product_category), len(obs.encoding.periods)
+    log_price = np.zeros((P, T), np.float32)
+    units = np.zeros((P, T), np.float32)
+    observed = np.zeros((P, T), bool)
+    log_price[obs.product, obs.period] = obs.log_price
+    units[obs.product, obs.period] = obs.units
+    observed[obs.product, obs.period] = True
+    log_units_factorial = np.zeros(P, np.float64)
+    np.add.at(log_units_factorial, obs.product, gammaln(obs.units.astype(np.float64) + 1.0))
+    return Panel(
+        np.arange(P, dtype=np.int32),
+        obs.product_category,
+        log_price,
+        units,
+        observed,
+        log_units_factorial.astype(np.float32),
+    )

@@ -1,0 +1,324 @@
+"""Sharded SVI for unmodified NumPyro models.
+
+The ELBO particles lie on the ``sample`` mesh axis and the observations on ``data``. One particle
+(:func:`make_particle`) traces the guide with its key, replays the model against it and splits
+the model's log-density in two: the observed sites inside the *data plate* give a per-example
+log-likelihood ``[B_local]`` (summed over ``data`` shards by the engine), everything else (the
+latent sites and observed sites outside the plate, minus the guide's log-density) is the
+particle's global term. :func:`samplepar.engine.make_loss` then reduces the objective exactly,
+so Trace_ELBO (``ELBO(analytic_kl=False)``) and ``RenyiELBO(alpha)`` equal NumPyro's in value
+and gradient on every layout.
+
+The model sees only its shard's rows: its data plate must take its size from the arrays
+(``numpyro.plate("obs", x.shape[0])``), and latent sites inside that plate are not supported.
+Parameters are kept unconstrained (as in ``numpyro.infer.SVI``); ``SVI.constrain`` maps them
+back. Rows are padded to a multiple of the data axis by repeating the last row, masked out.
+With ``batch_size`` each step draws its mini-batch on device: every data shard draws
+``batch_size / data`` rows (with replacement) of its own rows from the step key, and the data
+term is scaled by (padded rows) / ``batch_size``, an unbiased estimate of the full-data term.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec
+from numpyro.distributions import biject_to, constraints
+from numpyro.handlers import replay, seed, substitute, trace
+from numpyro.infer.autoguide import AutoNormal
+
+from samplepar import checkpoint, engine, progress
+from samplepar import random as sp_random
+from samplepar.mesh import DATA, Layout, check_batch_size, global_batch, layout_of, make_mesh
+from samplepar.objectives import Objective, RenyiELBO
+
+PyTree = Any
+IW_ELBO = RenyiELBO(0.0)  # the article's objective (Renyi alpha = 0), the default
+
+
+class SVI(NamedTuple):
+    """A sharded SVI problem: its initial parameters, pure functions and resident data."""
+
+    params: dict  # initial unconstrained parameters, by param site name
+    init: Callable  # params -> TrainState (replicated over the mesh)
+    step: Callable  # (rng_key, state, data) -> (state, StepInfo); jitted, donates state
+    loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
+    subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
+    data: PyTree  # (arrays, mask [N_padded]) sharded over ``data``
+    constrain: Callable  # unconstrained params -> constrained params
+    guide: Any
+
+
+class FitResult(NamedTuple):
+    state: engine.TrainState
+    params: dict  # constrained, ready for ``guide.sample_posterior``
+    losses: np.ndarray  # [num_steps] loss of every step taken
+
+
+def default_optimizer(
+    learning_rate: float = 0.01,
+    decay_steps: int = 1000,
+    decay_rate: float = 0.5,
+    weight_decay: float = 1e-4,
+) -> optax.GradientTransformation:
+    """AdamW with an exponentially decaying step size (halved every 1000 steps by default)."""
+    schedule = optax.exponential_decay(learning_rate, decay_steps, decay_rate)
+    return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+def init_params(rng_key, model, guide, model_kwargs: dict) -> tuple[dict, dict]:
+    """(unconstrained initial params, bijections to their constraints) of the param sites.
+
+    Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does.
+    """
+    model_key, guide_key = jax.random.split(rng_key)
+    guide_trace = trace(seed(guide, guide_key)).get_trace(**model_kwargs)
+    guide_params = {n: s["value"] for n, s in guide_trace.items() if s["type"] == "param"}
+    model_trace = trace(
+        substitute(replay(seed(model, model_key), guide_trace), guide_params)
+    ).get_trace(**model_kwargs)
+    params, transforms = {}, {}
+    for site in list(model_trace.values()) + list(guide_trace.values()):
+        if site["type"] == "param":
+            transform = biject_to(site["kwargs"].get("constraint", constraints.real))
+            transforms[site["name"]] = transform
+            params[site["name"]] = transform.inv(site["value"])
+    return params, transforms
+
+
+def _site_log_prob(site) -> jax.Array:
+    """A sample site's scaled log-density with its batch shape."""
+    fn, value = site["fn"], site["value"]
+    intermediates = site["intermediates"]
+    log_prob = fn.log_prob(value, intermediates) if intermediates else fn.log_prob(value)
+    return log_prob if site["scale"] is None else site["scale"] * log_prob
+
+
+def _plate_frame(site, plate: str):
+    return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
+
+
+def _per_example(site, frame, num_rows: int) -> jax.Array:
+    """``[num_rows]``: the site's log-density summed over every axis but its plate's."""
+    log_prob = jnp.asarray(_site_log_prob(site))
+    if log_prob.ndim < -frame.dim or log_prob.shape[frame.dim] != num_rows:
+        raise ValueError(
+            f"observed site {site['name']!r} has log-density of shape {log_prob.shape}; its "
+            f"plate {frame.name!r} (dim {frame.dim}) must span the {num_rows} rows of the shard"
+        )
+    return jnp.moveaxis(log_prob, frame.dim, 0).reshape(num_rows, -1).sum(axis=1)
+
+
+def make_particle(model, guide, transforms: dict, data_plate: str, model_kwargs: dict):
+    """A particle function ``(params, rng_key, (arrays, mask)) -> (log_lik [B], global [])``.
+
+    Its key is split into (model, guide) keys as NumPyro's ELBOs split a particle's key.
+    """
+
+    def particle(params, rng_key, batch):
+        arrays, mask = batch
+        kwargs = {**model_kwargs, **arrays}
+        model_key, guide_key = jax.random.split(rng_key)
+        constrained = constrain(params, transforms)
+        guide_trace = trace(substitute(seed(guide, guide_key), data=constrained)).get_trace(
+            **kwargs
+        )
+        model_trace = trace(
+            substitute(replay(seed(model, model_key), guide_trace), data=constrained)
+        ).get_trace(**kwargs)
+        log_lik = jnp.zeros(mask.shape[0])
+        global_term = jnp.zeros(())
+        for site in model_trace.values():
+            if site["type"] != "sample":
+                continue
+            frame = _plate_frame(site, data_plate)
+            if frame is None:
+                global_term = global_term + jnp.sum(_site_log_prob(site))
+            elif site["is_observed"]:
+                log_lik = log_lik + _per_example(site, frame, mask.shape[0])
+            else:
+                raise ValueError(
+                    f"latent site {site['name']!r} lies in the data plate {data_plate!r}; "
+                    "sharded SVI supports observed sites only inside the data plate"
+                )
+        if not any(_plate_frame(s, data_plate) for s in model_trace.values()):
+            raise ValueError(f"the model has no plate named {data_plate!r} (data_plate)")
+        for site in guide_trace.values():
+            if site["type"] == "sample":
+                global_term = global_term - jnp.sum(_site_log_prob(site))
+        return jnp.where(mask, log_lik, 0.0), global_term
+
+    return particle
+
+
+def constrain(params: dict, transforms: dict) -> dict:
+    """Maps unconstrained params to their constraints' spaces."""
+    return {name: transforms[name](value) for name, value in params.items()}
+
+
+def pad_rows(arrays: dict, multiple: int) -> tuple[dict, np.ndarray]:
+    """Pads every array's leading axis to a multiple by repeating its last row; (arrays, mask)."""
+    num_rows = {np.shape(a)[0] for a in arrays.values()}
+    if len(num_rows) != 1:
+        shapes = {k: np.shape(a) for k, a in arrays.items()}
+        raise ValueError(f"data arrays must share their leading (row) axis; shapes: {shapes}")
+    (n,) = num_rows
+    padded = -(-n // multiple) * multiple
+    pad = padded - n
+
+    def edge(a):
+        a = np.asarray(a)
+        return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+    return {k: edge(a) for k, a in arrays.items()}, np.arange(padded) < n
+
+
+def make_subsample(mesh, batch_size: int):
+    """``subsample(rng_key, data) -> batch``: each data shard draws its rows on device."""
+    layout = layout_of(mesh)
+    check_batch_size(batch_size, layout)
+    local = batch_size // layout.data
+
+    def shard(rng_key, data):
+        key = jax.random.fold_in(rng_key, jax.lax.axis_index(DATA))
+        num_rows = jax.tree.leaves(data)[0].shape[0]
+        rows = jax.random.randint(key, (local,), 0, num_rows)
+        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), data)
+
+    return jax.shard_map(
+        shard,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA)),
+        out_specs=PartitionSpec(DATA),
+    )
+
+
+def build(
+    rng_key,
+    model,
+    data: dict,
+    *,
+    guide=None,
+    model_kwargs: dict | None = None,
+    data_plate: str = "obs",
+    mesh=None,
+    objective: Objective = IW_ELBO,
+    num_particles: int = 4,
+    batch_size: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> SVI:
+    """Sets up sharded SVI of ``model`` on ``data`` (arrays ``[N, ...]``) over ``mesh``.
+
+    ``model(**model_kwargs, **data)`` must run; ``model_kwargs`` are replicated (static sizes,
+    small arrays). ``guide`` defaults to ``AutoNormal(model)``; ``mesh`` to every device on
+    ``data``; ``optimizer`` to :func:`default_optimizer`. ``rng_key`` draws the initial params.
+    In a multi-process run each process passes its own consecutive slice of the rows.
+    """
+    model_kwargs = dict(model_kwargs or {})
+    guide = AutoNormal(model) if guide is None else guide
+    mesh = make_mesh(Layout(1, jax.device_count())) if mesh is None else mesh
+    optimizer = default_optimizer() if optimizer is None else optimizer
+    arrays, mask = pad_rows(data, layout_of(mesh).data)
+    head = {k: a[: max(1, min(len(mask), 256))] for k, a in arrays.items()}
+    params, transforms = init_params(rng_key, model, guide, {**model_kwargs, **head})
+    particle = make_particle(model, guide, transforms, data_plate, model_kwargs)
+    device_data = global_batch((arrays, mask), mesh)
+    num_rows = len(mask) * jax.process_count()
+    loss = jax.jit(
+        engine.make_loss(particle, objective, mesh, num_particles, dataset_size=num_rows)
+    )
+    subsample = None if batch_size is None else jax.jit(make_subsample(mesh, batch_size))
+
+    def step_loss(params, rng_key, data):
+        if subsample is not None:
+            data_key, rng_key = jax.random.split(rng_key)
+            data = subsample(data_key, data)
+        return loss(params, rng_key, data)
+
+    return SVI(
+        params=params,
+        init=lambda p: engine.init(p, optimizer, mesh),
+        step=engine.build_step(step_loss, optimizer, mesh),
+        loss=loss,
+        subsample=subsample,
+        data=device_data,
+        constrain=lambda p: constrain(p, transforms),
+        guide=guide,
+    )
+
+
+def fit(
+    seed_key,
+    svi: SVI,
+    num_steps: int,
+    *,
+    progress_bar: bool = True,
+    checkpoint_dir=None,
+    checkpoint_every: int = 1000,
+) -> FitResult:
+    """Runs ``num_steps`` steps in all; step ``t`` uses ``step_key(seed_key, t)``.
+
+    With ``checkpoint_dir`` the state and loss history are saved every ``checkpoint_every``
+    steps and at the end, and a run finds its latest checkpoint there and resumes from it,
+    ending where an uninterrupted run ends. Raises FloatingPointError on a non-finite loss.
+    """
+    state = svi.init(svi.params)
+    losses: list[float] = []
+    start = None if checkpoint_dir is None else checkpoint.latest_step(checkpoint_dir)
+    if start is not None:
+        state = checkpoint.restore(checkpoint_dir, start, state)
+        losses = list(checkpoint.restore_meta(checkpoint_dir, start)["losses"])
+    first = int(state.step)
+    bar = progress.bar(num_steps, first, "svi", enabled=progress_bar)
+    smoothed = progress.Smoothed()
+    pending = None  # step t-1's info, read after step t is dispatched
+
+    def record(info):
+        nonlocal smoothed
+        value = float(info.loss)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"SVI loss is {value} at step {len(losses)}")
+        losses.append(value)
+        smoothed = smoothed.update(value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{smoothed.mean:.4g}", refresh=False)
+
+    for t in range(first, num_steps):
+        state, info = svi.step(sp_random.step_key(seed_key, t), state, svi.data)
+        if pending is not None:
+            record(pending)
+        pending = info
+        done = t + 1
+        if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == num_steps):
+            record(pending)
+            pending = None
+            checkpoint.save(checkpoint_dir, done, state, {"losses": losses})
+    if pending is not None:
+        record(pending)
+    bar.close()
+    return FitResult(state, svi.constrain(state.params), np.asarray(losses, np.float32))
+
+
+def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
+    """``num_draws`` draws of every latent site from the fitted guide, ``[num_draws, ...]``.
+
+    ``params`` are constrained (``FitResult.params``); the guide must offer
+    ``sample_posterior`` (every NumPyro autoguide does).
+    """
+    draws = svi.guide.sample_posterior(rng_key, params, sample_shape=(num_draws,))
+    return {name: np.asarray(value) for name, value in draws.items()}
+
+
+def to_inference_data(draws: dict, path=None) -> az.InferenceData:
+    """ArviZ InferenceData of guide draws (one chain); written to netCDF at ``path`` if given."""
+    data = az.from_dict(posterior={name: value[None] for name, value in draws.items()})
+    if path is not None:
+        data.to_netcdf(str(path))
+    return data

@@ -1,0 +1,111 @@
+"""Demand tables: simulation, validation errors that name the rows, Parquet/CSV round trips."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from samplepar.models import (
+    DemandDataError,
+    demand_data,
+    observations,
+    panel,
+    read_table,
+    simulate,
+    validate,
+)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return simulate(0, 6, 5, 2)[0]
+
+
+def test_simulate_shapes_and_truth():
+    table, truth = simulate(1, 50, 8, 4)
+    assert list(table.columns) == list(demand_data.COLUMNS)
+    assert len(table) == 50 * 8
+    assert truth.product_elasticity.shape == (50,) and truth.cat_period_effect.shape == (4, 8)
+    assert (table.groupby("product")["category"].first().to_numpy() == truth.product_category).all()
+    assert float(truth.global_elasticity) == -2.0
+    assert (table["price"] > 0).all() and (table["units"] >= 0).all()
+    varied = table["price"].groupby(table["product"]).nunique() > 1  # discounts move prices
+    assert 0.6 < varied.mean() < 1.0
+
+
+def _broken(table, **changes):
+    table = table.copy()
+    for column, (rows, value) in changes.items():
+        table[column] = table[column].astype(object if value is None else table[column].dtype)
+        table.loc[rows, column] = value
+    return table
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"price": ([2, 7], np.nan)},
+            r"column 'price' is missing a value in rows 2, 7 \(2 in all\)",
+        ),
+        ({"product": ([4], None)}, r"column 'product' is missing a value in row 4 \(1 in all\)"),
+        ({"price": ([1, 3, 5], 0.0)}, r"price must be positive and finite; .* rows 1, 3, 5 \(3"),
+        ({"price": ([9], -1.0)}, r"price must be positive .* row 9 \(1 in all\)"),
+        ({"units": ([0, 11], -2)}, r"units must be >= 0; negative in rows 0, 11 \(2 in all\)"),
+    ],
+)
+def test_bad_values_name_their_rows(table, change, message):
+    with pytest.raises(DemandDataError, match=message):
+        validate(_broken(table, **change))
+
+
+def test_non_integer_units(table):
+    broken = table.assign(units=table["units"].astype(float))
+    broken.loc[[3, 4, 5, 6, 7, 8, 9], "units"] += 0.5
+    with pytest.raises(
+        DemandDataError, match=r"whole counts; not in rows 3, 4, 5, 6, 7, \.\.\. \(7"
+    ):
+        validate(broken)
+
+
+def test_missing_column(table):
+    with pytest.raises(DemandDataError, match=r"lacks column\(s\) \['price'\]"):
+        validate(table.drop(columns="price"))
+
+
+def test_product_in_two_categories(table):
+    broken = table.copy()
+    broken.loc[6, "category"] = 1 - broken.loc[6, "category"]  # product 1, period 1
+    with pytest.raises(DemandDataError, match=r"one category; 1 product\(s\) \(e.g. \[1\]\)"):
+        validate(broken)
+
+
+def test_duplicate_product_period(table):
+    broken = pd.concat([table, table.iloc[[8]]], ignore_index=True)
+    with pytest.raises(DemandDataError, match=r"repeated in rows 8, 30 \(2 in all\)"):
+        validate(broken)
+
+
+def test_nothing_dropped_and_round_trips(table, tmp_path):
+    table, truth = simulate(3, 7, 4, 3)
+    path = tmp_path / "demand.parquet"
+    demand_data.save(path, table, truth)
+    loaded, loaded_truth = demand_data.load(path)
+    pd.testing.assert_frame_equal(loaded, validate(table))
+    np.testing.assert_array_equal(loaded_truth.cat_period_effect, truth.cat_period_effect)
+    table.to_csv(tmp_path / "demand.csv", index=False)
+    assert len(read_table(tmp_path / "demand.csv")) == len(table)
+    with pytest.raises(DemandDataError, match="expected a .parquet or .csv"):
+        read_table(tmp_path / "demand.txt")
+
+
+def test_panel_places_every_observation():
+    table, _ = simulate(2, 5, 6, 2)
+    table = table.drop(index=[0, 13]).sample(frac=1.0, random_state=0)
+    obs = observations(validate(table))
+    pan = panel(obs)
+    assert pan.observed.sum() == len(table) == 28
+    assert not pan.observed[0, 0] and not pan.observed[2, 1]
+    np.testing.assert_allclose(pan.units.sum(), table["units"].sum())
+    np.testing.assert_allclose(
+        pan.log_price[pan.observed].sum(), np.log(table["price"]).sum(), rtol=1e-5
+    )
