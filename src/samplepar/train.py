@@ -81,6 +81,14 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class TrainResult(NamedTuple):
+    """The final state, what was built to train it, and the last evaluation's metrics."""
+
+    state: engine.TrainState
+    run: Run
+    metrics: dict[str, Any]
+
+
 class Run(NamedTuple):
     """Everything ``train`` builds before the first step."""
 
@@ -267,4 +275,4 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
             run, state.params, config, run.dataset.x_test, run.dataset.y_test
         )
         pending = {f"test_{k}": v for k, v in metrics.items()}
-    return {"state": state, "run": run, "final": pending}
+    return TrainResult(state, run, pending)

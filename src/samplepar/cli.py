@@ -1,0 +1,196 @@
+"""``samplepar``: the command line. It parses arguments; the library does the work.
+
+JAX is configured here (virtual CPU devices, multi-host start-up) before it is first imported,
+never on ``import samplepar``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class CliError(Exception):
+    """A bad argument or input, reported as one line and exit code 2."""
+
+
+def _configure_jax(args: argparse.Namespace) -> None:
+    """Virtual CPU devices and multi-host start-up; must run before JAX starts a backend."""
+    if args.host_devices:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={args.host_devices}".strip()
+        )
+    from samplepar import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def _train_config(args: argparse.Namespace):
+    from samplepar.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {}
+    if args.config:
+        settings.update(_read_config_file(Path(args.config), fields))
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    try:
+        return TrainConfig(**settings)
+    except (TypeError, ValueError) as error:
+        raise CliError(str(error)) from error
+
+
+def _read_config_file(path: Path, fields: set[str]) -> dict:
+    if not path.is_file():
+        raise CliError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            settings = tomllib.loads(text)
+        else:
+            settings = json.loads(text)
+    except ValueError as error:
+        raise CliError(f"config file {path} cannot be parsed: {error}") from error
+    if not isinstance(settings, dict):
+        raise CliError(f"config file {path} must hold a table of settings")
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise CliError(
+            f"config file {path}: unknown setting(s) {unknown}; settings are {sorted(fields)}"
+        )
+    return settings
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"  {key:<28} {value:.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from samplepar import train
+
+    config = _train_config(args)
+    result = train.train(config, args.workdir)
+    _print_metrics(f"final test metrics ({args.workdir}/metrics.jsonl):", result.metrics)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A short sampling-parallel fit: Bayesian LeNet-5 on scikit-learn's digits."""
+    import jax
+
+    from samplepar import train
+
+    layout = "sample=4,data=2" if jax.device_count() >= 8 else "sample"
+    config = train.TrainConfig(
+        model="lenet", dataset="digits", samples=16, layout=layout, epochs=args.epochs
+    )
+    print(
+        f"demo: Bayesian LeNet-5 on digits, {config.samples} weight samples per step over "
+        f"{jax.device_count()} devices (layout {layout}), {config.epochs} epochs"
+    )
+    result = train.train(config, args.workdir)
+    _print_metrics(f"final test metrics ({args.workdir}):", result.metrics)
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from samplepar.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--config", help="JSON or TOML file of settings (flags override it)")
+    parser.add_argument("--workdir", default="runs/train", help="checkpoints, metrics, report")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "progress":
+            continue
+        kind = type(getattr(defaults, field.name))
+        kind = int if field.name == "samples_per_pass" else kind
+        kind = str if field.name == "data_dir" else kind
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(
+            flag, dest=field.name, type=kind, default=None, help=f"default {field.default!r}"
+        )
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+def _global_parser() -> argparse.ArgumentParser:
+    """Options read before jax is imported (they configure it)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--host-devices",
+        type=int,
+        default=int(os.environ.get("SAMPLEPAR_HOST_DEVICES", "8")),
+        help="virtual CPU devices when running on the CPU (default 8; 0 leaves XLA's default)",
+    )
+    parser.add_argument("--coordinator", help="host:port of process 0 for a multi-host run")
+    parser.add_argument("--num-processes", type=int, help="processes in a multi-host run")
+    parser.add_argument("--process-id", type=int, help="this process's index, from 0")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samplepar",
+        description="Parallel sampling-based Bayesian learning on JAX: samples x data on a mesh.",
+        parents=[_global_parser()],
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="a short sampling-parallel BNN fit on digits")
+    demo.add_argument("--workdir", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=25)
+    demo.set_defaults(handler=cmd_demo)
+
+    train = commands.add_parser("train", help="train a Bayesian neural network")
+    _add_train_options(train)
+    train.set_defaults(handler=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    early, _ = _global_parser().parse_known_args(argv)
+    try:
+        _configure_jax(early)
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("samplepar: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    except Exception as error:
+        code = _exit_code(error)
+        if code is None:
+            raise
+        print(f"samplepar: error: {error}", file=sys.stderr)
+        return code
+
+
+def _exit_code(error: Exception) -> int | None:
+    """2 for bad input (settings, data, layout, checkpoint), 1 for a failed run, None: a bug."""
+    from samplepar.checkpoint import CheckpointError
+    from samplepar.launch import LaunchError
+    from samplepar.train import TrainingDiverged
+
+    if isinstance(error, TrainingDiverged | LaunchError):
+        return EXIT_FAILED
+    if isinstance(error, CliError | CheckpointError | ValueError | OSError):
+        return EXIT_BAD_INPUT
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
