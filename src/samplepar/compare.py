@@ -1,0 +1,254 @@
+"""SVI against NUTS on one simulated demand panel: accuracy and honesty of the uncertainty.
+
+Every method yields draws of the product elasticities ``[S, P]``; :func:`summarize_draws` turns
+them into posterior means, standard deviations, central intervals and the share of true
+elasticities the intervals cover. :func:`run_study` fits each SVI method (a guide, optionally on
+the model with the product effect moved to the product's mean log price, see
+:func:`samplepar.mcmc.effect_at_mean`) and the NUTS reference on the same panel, and
+:func:`table` compares them; :func:`plot` draws estimated against true elasticities.
+
+SVI methods (:data:`SVI_METHODS`): ``normal`` (mean-field, the article's), ``lowrank``,
+``paired`` (effect and elasticity joint per product) and ``normal-at-mean`` (mean-field on the
+model whose product effect sits at the mean log price: same posterior, decorrelated latents).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from samplepar import guides, mcmc, svi
+from samplepar.models import demand, demand_data
+
+SVI_METHODS = {
+    "normal": ("normal", False),
+    "lowrank": ("lowrank", False),
+    "paired": ("paired", False),
+    "normal-at-mean": ("normal", True),
+}
+ELASTICITY = "product_elasticity"
+
+
+class StudyConfig(NamedTuple):
+    """One study: the simulated panel, the SVI methods and their settings, the NUTS settings."""
+
+    num_products: int = 200
+    num_periods: int = 52
+    num_categories: int = 10
+    data_seed: int = 0
+    methods: tuple[str, ...] = tuple(SVI_METHODS)
+    svi_steps: int = 4000
+    learning_rate: float = 0.02
+    num_particles: int = 4
+    num_draws: int = 1000
+    interval: float = 0.9
+    nuts: mcmc.NUTSConfig = mcmc.NUTSConfig()
+
+
+class MethodResult(NamedTuple):
+    """Product-elasticity posterior of one method, against the truth ``[P]``."""
+
+    method: str
+    wall_time_s: float
+    mean: np.ndarray  # [P]
+    sd: np.ndarray  # [P]
+    lower: np.ndarray  # [P] lower end of the central interval
+    upper: np.ndarray  # [P]
+    coverage: float  # share of true elasticities inside [lower, upper]
+    khat: float  # PSIS k-hat of the guide (nan for NUTS)
+    notes: str  # k-hat verdict, or NUTS convergence
+
+
+def check_config(config: StudyConfig) -> None:
+    """Raise ``ValueError`` naming the first invalid setting."""
+    unknown = [m for m in config.methods if m not in SVI_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(SVI_METHODS)}")
+    if not 0.0 < config.interval < 1.0:
+        raise ValueError(f"interval must be in (0, 1), got {config.interval}")
+    for field in ("num_products", "num_periods", "num_categories", "svi_steps", "num_draws"):
+        if getattr(config, field) < 1:
+            raise ValueError(f"{field} must be >= 1, got {getattr(config, field)}")
+    mcmc.check_config(config.nuts)
+
+
+def central_interval(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed ``prob`` interval of ``draws [S, P]`` per column: (lower [P], upper [P])."""
+    tail = (1.0 - prob) / 2.0
+    lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+    return lower, upper
+
+
+def coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray) -> float:
+    """Share of ``truth`` inside ``[lower, upper]`` (ends included)."""
+    return float(np.mean((lower <= truth) & (truth <= upper)))
+
+
+def summarize_draws(
+    method: str,
+    draws: np.ndarray,
+    truth: np.ndarray,
+    prob: float,
+    wall_time_s: float,
+    khat: float = float("nan"),
+    notes: str = "",
+) -> MethodResult:
+    """A :class:`MethodResult` from draws ``[S, P]`` of the elasticities and their truth ``[P]``."""
+    draws = np.asarray(draws, np.float64)
+    lower, upper = central_interval(draws, prob)
+    return MethodResult(
+        method,
+        wall_time_s,
+        draws.mean(axis=0),
+        draws.std(axis=0),
+        lower,
+        upper,
+        coverage(lower, upper, truth),
+        khat,
+        notes,
+    )
+
+
+class Panel(NamedTuple):
+    """A simulated panel ready for the fast demand model."""
+
+    data: dict  # row arrays [P] / [P, T]
+    model_kwargs: dict
+    mean_log_price: np.ndarray  # [P] over observed periods
+    truth: demand_data.TrueParams
+
+
+def simulate_panel(config: StudyConfig) -> Panel:
+    """The study's simulated panel (:func:`samplepar.models.demand_data.simulate`)."""
+    table, truth = demand_data.simulate(
+        config.data_seed, config.num_products, config.num_periods, config.num_categories
+    )
+    obs = demand_data.observations(table)
+    rows = demand_data.panel(obs)
+    data, model_kwargs = demand.fast_inputs(obs, rows)
+    mean_log_price = (rows.log_price * rows.observed).sum(1) / rows.observed.sum(1)
+    return Panel(data, model_kwargs, mean_log_price.astype(np.float32), truth)
+
+
+def study_model(panel: Panel, at_mean: bool):
+    """The fast demand model, with the product effect moved to the mean log price if asked."""
+    if not at_mean:
+        return demand.fast_model
+    return mcmc.effect_at_mean(demand.fast_model, jnp.asarray(panel.mean_log_price))
+
+
+def run_svi(rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig) -> MethodResult:
+    """Fit one SVI method (sharded over all devices' ``data`` axis), draw, check k-hat."""
+    guide_name, at_mean = SVI_METHODS[method]
+    model = study_model(panel, at_mean)
+    guide = guides.get_guide(guide_name, model)
+    init_key, fit_key, draw_key, khat_key = jax.random.split(rng_key, 4)
+    optimizer = svi.default_optimizer(config.learning_rate, max(1, config.svi_steps // 3))
+    start = time.perf_counter()
+    problem = svi.build(
+        init_key,
+        model,
+        panel.data,
+        guide=guide,
+        model_kwargs=panel.model_kwargs,
+        data_plate=demand.ROWS_PLATE,
+        num_particles=config.num_particles,
+        optimizer=optimizer,
+    )
+    fit = svi.fit(fit_key, problem, config.svi_steps, progress_bar=False)
+    draws = svi.posterior_draws(draw_key, problem, fit.params, config.num_draws)[ELASTICITY]
+    wall = time.perf_counter() - start
+    full = {k: jnp.asarray(v) for k, v in panel.data.items()}
+    check = guides.psis_khat(
+        khat_key, model, guide, fit.params, num_draws=config.num_draws, **full, **panel.model_kwargs
+    )
+    truth = panel.truth.product_elasticity
+    return summarize_draws(method, draws, truth, config.interval, wall, check.khat, check.message)
+
+
+def run_nuts(rng_key: jax.Array, panel: Panel, config: StudyConfig) -> tuple[MethodResult, Any]:
+    """The NUTS reference on the effect-at-mean model; (result, ArviZ InferenceData)."""
+    data = {k: jnp.asarray(v) for k, v in panel.data.items()}
+    idata = mcmc.run_nuts(
+        rng_key, study_model(panel, True), **data, **panel.model_kwargs, config=config.nuts
+    )
+    summary = mcmc.summarize(idata)
+    draws = np.asarray(idata.posterior[ELASTICITY]).reshape(-1, config.num_products)
+    notes = (
+        f"R-hat max {summary.max_rhat:.3f}, bulk ESS min {summary.min_ess_bulk:.0f}, "
+        f"{summary.num_divergences} divergent of {summary.num_transitions}"
+    )
+    truth = panel.truth.product_elasticity
+    result = summarize_draws(
+        "nuts", draws, truth, config.interval, summary.wall_time_s, notes=notes
+    )
+    return result, idata
+
+
+def run_study(rng_key: jax.Array, config: StudyConfig) -> tuple[list[MethodResult], Any]:
+    """NUTS then every SVI method of ``config`` on one panel; (results, NUTS InferenceData)."""
+    check_config(config)
+    panel = simulate_panel(config)
+    nuts_key, svi_key = jax.random.split(rng_key)
+    reference, idata = run_nuts(nuts_key, panel, config)
+    results = [reference]
+    for i, method in enumerate(config.methods):
+        results.append(run_svi(jax.random.fold_in(svi_key, i), method, panel, config))
+    return results, idata
+
+
+def table(results: list[MethodResult], reference: str = "nuts") -> pd.DataFrame:
+    """One row per method: time, coverage, k-hat, and agreement with the ``reference`` method."""
+    ref = next(r for r in results if r.method == reference)
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "method": r.method,
+                "wall_time_s": r.wall_time_s,
+                "coverage": r.coverage,
+                "mean_sd": float(r.sd.mean()),
+                "sd_ratio_vs_ref": float(np.mean(r.sd / ref.sd)),
+                "corr_mean_vs_ref": float(np.corrcoef(r.mean, ref.mean)[0, 1]),
+                "rmse_mean_vs_ref": float(np.sqrt(np.mean((r.mean - ref.mean) ** 2))),
+                "khat": r.khat,
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")
+
+
+def plot(results: list[MethodResult], truth: np.ndarray, path: str, prob: float = 0.9) -> None:
+    """Estimated vs true elasticities with ``prob`` intervals, one panel per method (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(3.2 * len(results), 3.4), sharex=True, sharey=True
+    )
+    lo, hi = float(truth.min()) - 0.5, float(truth.max()) + 0.5
+    for ax, r in zip(np.atleast_1d(axes), results, strict=True):
+        inside = (r.lower <= truth) & (truth <= r.upper)
+        for mask, color in ((inside, "tab:blue"), (~inside, "tab:red")):
+            ax.errorbar(
+                truth[mask],
+                r.mean[mask],
+                yerr=[r.mean[mask] - r.lower[mask], r.upper[mask] - r.mean[mask]],
+                fmt="o",
+                ms=2,
+                lw=0.5,
+                color=color,
+            )
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"{r.method}\ncoverage {r.coverage:.2f}", fontsize=9)
+        ax.set_xlabel("true elasticity")
+    np.atleast_1d(axes)[0].set_ylabel(f"posterior mean, {prob:.0%} interval")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
