@@ -234,7 +234,8 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
     n_train = len(run.dataset.x_train)
     metrics_path = workdir / "metrics.jsonl"
     bar = progress.bar(total, step, f"train {config.model}/{config.dataset}", config.progress)
-    smoothed, started, epoch_losses, test = progress.Smoothed(), time.perf_counter(), [], {}
+    smoothed, epoch_losses, test = progress.Smoothed(), [], {}
+    started = epoch_started = time.perf_counter()
     pending = None
     while step < total:
         batch, next_loader = next_batch(arrays, loader, config.batch_size, config.seed)
@@ -254,6 +255,7 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{smoothed.mean:.4f}", test_acc=test.get("accuracy", "-"))
         if step % run.steps_per_epoch == 0 or step == total:
+            train_seconds = time.perf_counter() - epoch_started
             metrics, _ = evaluate_dataset(
                 run, state.params, config, run.dataset.x_test, run.dataset.y_test
             )
@@ -263,12 +265,13 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
                 "step": step,
                 "train_loss": float(np.mean(epoch_losses)),
                 "seconds": time.perf_counter() - started,
-                "steps_per_second": bar.format_dict.get("rate") or float("nan"),
+                "steps_per_second": len(epoch_losses) / train_seconds,
                 **{f"test_{k}": v for k, v in metrics.items()},
             }
             _write_jsonl(metrics_path, pending)
             epoch_losses = []
             checkpoint.save(ckpt_dir, step, state, {"loader": list(loader), "step": step})
+            epoch_started = time.perf_counter()
     bar.close()
     if pending is None:
         metrics, _ = evaluate_dataset(
