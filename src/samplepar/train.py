@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec
 
-from samplepar import checkpoint, engine, mesh, objectives, progress
+from samplepar import checkpoint, engine, mesh, objectives, preflight, progress
 from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
 from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
@@ -218,9 +218,10 @@ def _write_jsonl(path: Path, record: dict) -> None:
 
 def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
     """Trains (or resumes) the run in ``workdir``; returns the final test metrics."""
-    workdir = Path(workdir)
+    workdir = preflight.check_workdir(workdir)
     run = build(config)
     checkpoint.check_config(workdir, config.identity())
+    preflight.check_free_space(workdir, preflight.checkpoint_bytes(run.state))
     ckpt_dir = workdir / "checkpoints"
     state, loader, step = run.state, LoaderState(), 0
     latest = checkpoint.latest_step(ckpt_dir)
