@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec
 
-from samplepar import checkpoint, engine, mesh, objectives, preflight, progress
+from samplepar import checkpoint, engine, mesh, objectives, preflight, progress, report
 from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
 from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
@@ -279,4 +279,8 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
             run, state.params, config, run.dataset.x_test, run.dataset.y_test
         )
         pending = {f"test_{k}": v for k, v in metrics.items()}
+    _, test_stats = evaluate_dataset(
+        run, state.params, config, run.dataset.x_test, run.dataset.y_test
+    )
+    report.report_run(run, state.params, config, workdir, test_stats)
     return TrainResult(state, run, pending)
