@@ -59,12 +59,12 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("samples", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(
-                    f"setting {name} must be an integer >= 1, got {getattr(self, name)!r}"
-                )
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"setting learning_rate must be positive, got {self.learning_rate}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"setting {name} must be an integer >= 1, got {value!r}")
+        rate = self.learning_rate
+        if not (_is_number(rate) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"setting learning_rate must be a positive number, got {rate!r}")
         if self.augment not in ("none", *AUGMENT_MODES):
             raise ValueError(
                 f"setting augment={self.augment!r} is unknown; choose none, "
@@ -75,6 +75,10 @@ class TrainConfig:
     def identity(self) -> dict:
         """The settings that define the run (a resumed run must match them)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class TrainingDiverged(RuntimeError):
