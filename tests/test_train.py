@@ -1,0 +1,89 @@
+"""The BNN training loop: layout-independent runs, exact resume, metrics log, config guard."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from samplepar import checkpoint, train
+
+TINY = dict(
+    model="mlp",
+    dataset="digits",
+    samples=4,
+    batch_size=64,
+    epochs=1,
+    eval_samples=4,
+    eval_batch_size=256,
+    learning_rate=1e-2,
+    progress=False,
+)
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+@pytest.fixture(scope="module")
+def single_device_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("single")
+    result = train.train(
+        train.TrainConfig(layout="none", **{**TINY, "epochs": 2}), workdir
+    )
+    return workdir, result
+
+
+def test_hybrid_layout_follows_the_single_device_run(single_device_run, tmp_path):
+    _, reference = single_device_run
+    config = train.TrainConfig(layout="sample=2,data=2", **{**TINY, "epochs": 2})
+    result = train.train(config, tmp_path)
+    np.testing.assert_allclose(
+        flat(result.state.params), flat(reference.state.params), rtol=1e-4, atol=1e-5
+    )
+    assert result.metrics["test_accuracy"] == pytest.approx(
+        reference.metrics["test_accuracy"], abs=1 / 450
+    )
+
+
+def test_metrics_log_and_checkpoints(single_device_run):
+    workdir, result = single_device_run
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1.0, 2.0]
+    for key in ("train_loss", "test_accuracy", "test_nll", "test_ece", "test_brier"):
+        assert np.isfinite(records[-1][key])
+    assert records[-1]["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    steps = records[-1]["step"]
+    assert checkpoint.latest_step(workdir / "checkpoints") == steps
+    assert int(result.state.step) == steps
+
+
+def test_resume_ends_where_the_uninterrupted_run_ends(single_device_run, tmp_path):
+    _, reference = single_device_run
+    train.train(train.TrainConfig(layout="none", **TINY), tmp_path)  # stops after epoch 1
+    resumed = train.train(train.TrainConfig(layout="none", **{**TINY, "epochs": 2}), tmp_path)
+    np.testing.assert_allclose(
+        flat(resumed.state.params), flat(reference.state.params), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_workdir_of_another_configuration_is_refused(single_device_run):
+    workdir, _ = single_device_run
+    config = train.TrainConfig(layout="none", **{**TINY, "samples": 8})
+    with pytest.raises(checkpoint.CheckpointError, match="different configuration.*samples"):
+        train.train(config, workdir)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive"),
+        ({"augment": "sometimes"}, "augment='sometimes' is unknown"),
+        ({"objective": "kl"}, "unknown objective 'kl'"),
+        ({"objective": "renyi", "alpha": 1.0}, "alpha must differ from 1"),
+    ],
+)
+def test_bad_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        train.TrainConfig(**{**TINY, **settings})
