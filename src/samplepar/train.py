@@ -44,7 +44,7 @@ class TrainConfig:
     layout: str = "sample"
     batch_size: int = 128
     epochs: int = 30
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     objective: str = "elbo"
     alpha: float = 0.5
     init_scale: float = 1e-3
