@@ -97,6 +97,7 @@ def predictive(run, params, config, x: np.ndarray) -> dict[str, np.ndarray]:
     summarise = _summariser(
         run.model, run.mesh, config.eval_samples, likelihood, config.samples_per_pass
     )
+    params = jax.device_put(params, mesh.replicated(run.mesh))
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
     multiple = mesh.layout_of(run.mesh).data
     parts = []
