@@ -33,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--devices", type=int, default=4, help="virtual CPU devices")
+    parser.add_argument("--svi-layout", default=None, help='e.g. "sample=1,data=4" (default: all)')
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--quick", action="store_true", help="20 products x 10 periods, short")
     return parser.parse_args(argv)
@@ -62,6 +63,7 @@ def main(argv=None) -> dict:
             methods=methods,
             svi_steps=args.svi_steps,
             num_draws=args.draws,
+            svi_layout=args.svi_layout,
             nuts=mcmc.NUTSConfig(
                 num_warmup=args.nuts_warmup,
                 num_samples=args.nuts_samples,

@@ -71,7 +71,12 @@ def test_bad_config_names_the_setting(change, message):
 
 def test_tiny_svi_recovers_elasticities_and_plots(tmp_path):
     config = compare.StudyConfig(
-        num_products=20, num_periods=10, num_categories=2, svi_steps=300, num_draws=100
+        num_products=20,
+        num_periods=10,
+        num_categories=2,
+        svi_steps=300,
+        num_draws=100,
+        svi_layout="sample=1,data=1",
     )
     panel = compare.simulate_panel(config)
     result = compare.run_svi(jax.random.key(0), "normal-at-mean", panel, config)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from samplepar import guides, mcmc, svi
+from samplepar.mesh import make_mesh
 from samplepar.models import demand, demand_data
 
 SVI_METHODS = {
@@ -48,6 +49,7 @@ class StudyConfig(NamedTuple):
     num_draws: int = 1000
     interval: float = 0.9
     nuts: mcmc.NUTSConfig = mcmc.NUTSConfig()
+    svi_layout: str | None = None  # e.g. "sample=1,data=4"; None: every device on data
 
 
 class MethodResult(NamedTuple):
@@ -159,6 +161,7 @@ def run_svi(rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig) 
         data_plate=demand.ROWS_PLATE,
         num_particles=config.num_particles,
         optimizer=optimizer,
+        mesh=None if config.svi_layout is None else make_mesh(config.svi_layout),
     )
     fit = svi.fit(fit_key, problem, config.svi_steps, progress_bar=False)
     draws = svi.posterior_draws(draw_key, problem, fit.params, config.num_draws)[ELASTICITY]
