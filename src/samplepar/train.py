@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -220,6 +221,28 @@ def _write_jsonl(path: Path, record: dict) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Drops the records of ``path`` past ``step``, and a torn last line.
+
+    A run killed after logging an epoch but before checkpointing it logs that epoch again when
+    resumed; without this the log would hold it twice.
+    """
+    if jax.process_index() != 0 or not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if len(kept) != len(lines):
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(line + "\n" for line in kept))
+        os.replace(temporary, path)
+
+
 def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
     """Trains (or resumes) the run in ``workdir``; returns the final test metrics."""
     workdir = preflight.check_workdir(workdir)
@@ -238,6 +261,7 @@ def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
     arrays = (run.dataset.x_train, run.dataset.y_train)
     n_train = len(run.dataset.x_train)
     metrics_path = workdir / "metrics.jsonl"
+    _drop_records_after(metrics_path, step)
     bar = progress.bar(total, step, f"train {config.model}/{config.dataset}", config.progress)
     smoothed, epoch_losses, test = progress.Smoothed(), [], {}
     started = epoch_started = time.perf_counter()
