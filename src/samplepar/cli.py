@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a short sampling-parallel BNN fit on digits")
     demo.add_argument("--workdir", default="runs/demo")
-    demo.add_argument("--epochs", type=int, default=25)
+    demo.add_argument("--epochs", type=int, default=30)
     demo.set_defaults(handler=cmd_demo)
 
     train = commands.add_parser("train", help="train a Bayesian neural network")

@@ -36,7 +36,11 @@ RESUMABLE = ("layout", "epochs", "progress")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """A BNN training run. ``layout`` and ``epochs`` may change when a run is resumed."""
+    """A BNN training run. ``layout`` and ``epochs`` may change when a run is resumed.
+
+    The learning rate decays by ``lr_decay`` per epoch (Adam), which does not depend on the
+    number of epochs, so a run can be extended.
+    """
 
     model: str = "lenet"
     dataset: str = "digits"
@@ -46,6 +50,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 30
     learning_rate: float = 1e-2
+    lr_decay: float = 0.93
     objective: str = "elbo"
     alpha: float = 0.5
     init_scale: float = 1e-3
@@ -66,6 +71,9 @@ class TrainConfig:
         rate = self.learning_rate
         if not (_is_number(rate) and math.isfinite(rate) and rate > 0):
             raise ValueError(f"setting learning_rate must be a positive number, got {rate!r}")
+        decay = self.lr_decay
+        if not (_is_number(decay) and 0 < decay <= 1):
+            raise ValueError(f"setting lr_decay (per epoch) must lie in (0, 1], got {decay!r}")
         if self.augment not in ("none", *AUGMENT_MODES):
             raise ValueError(
                 f"setting augment={self.augment!r} is unknown; choose none, "
@@ -178,7 +186,9 @@ def build(config: TrainConfig) -> Run:
     mesh_ = mesh.make_mesh(layout)
     seed_key = jax.random.key(config.seed)
     params = bayesian.init_params(jax.random.fold_in(seed_key, 0), dataset.x_train[:1])
-    optimizer = optax.adam(config.learning_rate)
+    steps_per_epoch = -(-len(dataset.x_train) // config.batch_size)
+    schedule = optax.exponential_decay(config.learning_rate, steps_per_epoch, config.lr_decay)
+    optimizer = optax.adam(schedule)
     loss = engine.make_loss(
         engine.bayesian_particle(bayesian.family, bayesian.log_lik_fn),
         objectives.get_objective(config.objective, config.alpha),
@@ -198,7 +208,7 @@ def build(config: TrainConfig) -> Run:
             bayesian, mesh_, config.eval_samples, likelihood, config.samples_per_pass
         ),
         state=engine.init(params, optimizer, mesh_),
-        steps_per_epoch=-(-len(dataset.x_train) // config.batch_size),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
