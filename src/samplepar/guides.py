@@ -9,7 +9,10 @@ Guides (:func:`get_guide`):
   elasticity share a full 2 x 2 covariance. In the demand model log price sits far from zero
   (around 1.5), so a product's intercept and slope are almost perfectly anti-correlated a
   posteriori; a mean-field guide must then shrink the elasticity's variance by about
-  ``1 - rho**2``. Keeping the pair joint costs 5 parameters a product instead of 4.
+  ``1 - rho**2``. Keeping the pair joint costs 5 parameters a product instead of 4. It helps,
+  but mean-field on the model with the effect at the mean log price
+  (:func:`samplepar.mcmc.effect_at_mean`) works better and is the default of
+  :mod:`samplepar.compare`.
 
 :func:`psis_khat` draws from a fitted guide, computes the importance ratios
 ``log p(theta, y) - log q(theta)`` and fits the Pareto tail (PSIS, Vehtari et al. 2015). k-hat
@@ -272,5 +275,6 @@ def khat_message(khat: float) -> str:
     return (
         f"k-hat = {khat:.2f} > {KHAT_BAD}: the guide is not to be trusted. It misses parts of "
         "the posterior, so its intervals are likely too narrow and its means may be biased. "
-        "Use a richer guide (e.g. 'paired' or 'lowrank') or check against NUTS."
+        "Check it against NUTS, or decorrelate the latents (e.g. the product effect at the "
+        "mean log price) or keep correlated latents together in the guide."
     )
