@@ -57,6 +57,7 @@ SIZES = {  # products, periods, categories
     "large": (1_000_000, 156, 10),
 }
 NUM_PARTICLES = 4
+LEARNING_RATE = 0.05  # both paths: AdamW, halved every 1000 steps
 
 
 def exp_pass_seconds(num_elements: int, repeats: int = 20) -> float:
@@ -129,13 +130,14 @@ def main(argv=None) -> dict:
         data_plate="rows",
         mesh=mesh,
         num_particles=NUM_PARTICLES,
+        optimizer=svi.default_optimizer(LEARNING_RATE),
     )
     init_constrained = problem.constrain(problem.params)
     seed_key = jax.random.key(1)
 
     exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
     fast_its, _, _ = run_fast(problem, seed_key, steps)
-    reference = reference_demand.make_svi(NUM_PARTICLES)
+    reference = reference_demand.make_svi(NUM_PARTICLES, svi.default_optimizer(LEARNING_RATE))
     reference_its = reference_demand.steps_per_second(
         reference, jax.random.key(1), reference_steps, data, model_kwargs, init_constrained
     )

@@ -18,10 +18,11 @@ from samplepar.models import published_model
 from samplepar.svi import default_optimizer
 
 
-def make_svi(num_particles: int = 4) -> SVI:
+def make_svi(num_particles: int = 4, optimizer=None) -> SVI:
     """NumPyro SVI of the published model: AutoNormal, Renyi ELBO (alpha 0), AdamW + decay."""
+    optimizer = default_optimizer() if optimizer is None else optimizer
     guide = AutoNormal(published_model)
-    return SVI(published_model, guide, default_optimizer(), RenyiELBO(num_particles=num_particles))
+    return SVI(published_model, guide, optimizer, RenyiELBO(num_particles=num_particles))
 
 
 def run(svi: SVI, rng_key, num_steps: int, data: dict, model_kwargs: dict, init_params=None):

@@ -47,7 +47,7 @@ class SVI(NamedTuple):
     """A sharded SVI problem: its initial parameters, pure functions and resident data."""
 
     params: dict  # initial unconstrained parameters, by param site name
-    init: Callable  # params -> TrainState (replicated over the mesh)
+    init: Callable  # params -> TrainState (replicated over the mesh; ``params`` stay valid)
     step: Callable  # (rng_key, state, data) -> (state, StepInfo); jitted, donates state
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
     subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
@@ -244,7 +244,7 @@ def build(
 
     return SVI(
         params=params,
-        init=lambda p: engine.init(p, optimizer, mesh),
+        init=lambda p: engine.init(jax.tree.map(jnp.copy, p), optimizer, mesh),
         step=engine.build_step(step_loss, optimizer, mesh),
         loss=loss,
         subsample=subsample,

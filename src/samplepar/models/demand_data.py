@@ -42,7 +42,8 @@ def simulate(
 
     Elasticities: global -2, categories ~ N(-2, 0.3), products ~ N(category, 0.2). Log base
     demand ~ N(5, 1); category-period effects ~ N(0, 0.2). Log price = product base log price
-    ~ N(1.5, 0.5) + log(1 - discount), a discount of U(0.1, 0.4) in 15% of periods.
+    ~ N(1, 0.5) + log(1 - discount), a discount of U(0.1, 0.5) in 30% of periods (the price
+    variation that identifies each product's elasticity).
     Units ~ Poisson(exp(clip(log demand, -4, 20))).
     """
     rng = np.random.default_rng(seed)
@@ -53,9 +54,9 @@ def simulate(
     product_elasticity = category_elasticity[product_category] + 0.2 * rng.standard_normal(P)
     product_effect = 5.0 + rng.standard_normal(P)
     cat_period_effect = 0.2 * rng.standard_normal((C, T))
-    base_log_price = 1.5 + 0.5 * rng.standard_normal(P)
-    discounted = rng.random((P, T)) < 0.15
-    discount = rng.uniform(0.1, 0.4, size=(P, T))
+    base_log_price = 1.0 + 0.5 * rng.standard_normal(P)
+    discounted = rng.random((P, T)) < 0.3
+    discount = rng.uniform(0.1, 0.5, size=(P, T))
     log_price = base_log_price[:, None] + np.where(discounted, np.log1p(-discount), 0.0)
     log_demand = (
         product_effect[:, None]
