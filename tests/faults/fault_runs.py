@@ -62,7 +62,7 @@ def environment(cache_dir) -> dict:
     return env
 
 
-def run(cmd: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+def run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
