@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from samplepar import train
 from samplepar.report import read_metrics
@@ -116,6 +117,7 @@ def plot(runs: list[dict], base: dict, path: Path) -> None:
         axis.plot(epochs, curves.mean(axis=0), color=colour, lw=2, label=f"{mode} (mean)")
     axis.axhline(base["target"], color="k", ls="--", lw=1, label=f"target {base['target']}")
     axis.set(xlabel="epoch", ylabel="test accuracy (model average)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_title(f"digits, {base['model']} BNN, S={base['samples']}: augmentation per sample")
     axis.legend()
     axis.grid(alpha=0.3)

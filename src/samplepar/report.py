@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from samplepar import ood, predict
 from samplepar.metrics import LEVELS, ClassificationStats
@@ -71,6 +72,7 @@ def _learning_curves(records: list[dict], names: tuple[str, ...]) -> Figure:
         if values.shape[1] > 1:
             axis.legend(title="interval")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(name.replace("_", " "))
         axis.grid(alpha=0.3)
     return figure
