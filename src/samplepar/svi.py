@@ -77,6 +77,7 @@ def init_params(rng_key, model, guide, model_kwargs: dict) -> tuple[dict, dict]:
     """(unconstrained initial params, bijections to their constraints) of the param sites.
 
     Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does.
+    Values are strongly typed, so the first step's outputs match its inputs (no recompile).
     """
     model_key, guide_key = jax.random.split(rng_key)
     guide_trace = trace(seed(guide, guide_key)).get_trace(**model_kwargs)
@@ -89,7 +90,8 @@ def init_params(rng_key, model, guide, model_kwargs: dict) -> tuple[dict, dict]:
         if site["type"] == "param":
             transform = biject_to(site["kwargs"].get("constraint", constraints.real))
             transforms[site["name"]] = transform
-            params[site["name"]] = transform.inv(site["value"])
+            value = jnp.asarray(transform.inv(site["value"]))
+            params[site["name"]] = jnp.array(value, dtype=value.dtype)  # not weakly typed
     return params, transforms
 
 
