@@ -172,11 +172,31 @@ def main(argv: list[str] | None = None) -> int:
         print("samplepar: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
     except Exception as error:
+        _exit_if_peer_lost(error)
         code = _exit_code(error)
         if code is None:
             raise
         print(f"samplepar: error: {error}", file=sys.stderr)
         return code
+
+
+def _exit_if_peer_lost(error: Exception) -> None:
+    """Exits with code 1 at once when another process of a multi-process run has stopped.
+
+    A normal exit would wait in JAX's shutdown barrier for the dead process and then abort.
+    """
+    from samplepar import distributed
+
+    if not distributed.lost_peer(error):
+        return
+    print(
+        f"samplepar: error: another process of this multi-process run stopped ({error}); "
+        "the last checkpoint is kept: start every process again with the same command to resume",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)
 
 
 def _exit_code(error: Exception) -> int | None:

@@ -13,6 +13,8 @@ def initialize(
     process_id: int | None = None,
     *,
     timeout_s: int = 120,
+    heartbeat_timeout_s: int = 20,
+    shutdown_timeout_s: int = 60,
 ) -> bool:
     """Joins a multi-process JAX job; returns True when one was started.
 
@@ -21,7 +23,17 @@ def initialize(
     ``SAMPLEPAR_NUM_PROCESSES`` and ``SAMPLEPAR_PROCESS_ID`` are read, and failing those JAX's own
     cluster detection (SLURM, Open MPI, Kubernetes, ...) is tried when ``auto`` clusters are
     present. On the CPU, collectives go through gloo.
+
+    A process that stops sending heartbeats for ``heartbeat_timeout_s`` seconds (killed, its
+    host lost) is declared dead and the others stop with an error instead of waiting in a
+    collective; JAX's default (100 s) is lowered so a dead peer is noticed within a minute.
+    ``shutdown_timeout_s`` bounds the wait for the others at exit.
     """
+    timeouts = {
+        "initialization_timeout": timeout_s,
+        "heartbeat_timeout_seconds": heartbeat_timeout_s,
+        "shutdown_timeout_seconds": shutdown_timeout_s,
+    }
     coordinator_address = coordinator_address or os.environ.get("SAMPLEPAR_COORDINATOR")
     if num_processes is None and "SAMPLEPAR_NUM_PROCESSES" in os.environ:
         num_processes = int(os.environ["SAMPLEPAR_NUM_PROCESSES"])
@@ -31,7 +43,7 @@ def initialize(
         if not _cluster_detected():
             return False
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+        jax.distributed.initialize(**timeouts)
         return True
     if num_processes is None or process_id is None:
         raise ValueError(
@@ -45,9 +57,22 @@ def initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
-        initialization_timeout=timeout_s,
+        **timeouts,
     )
     return True
+
+
+# Words in the errors that collectives (gloo) and JAX's coordination service raise when a
+# process of the job has stopped.
+_PEER_LOST = ("gloo", "connection reset by peer", "connection closed", "heartbeat", "coordination")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """True when ``error``, raised in a multi-process job, says another process has stopped."""
+    if not jax.distributed.is_initialized():
+        return False
+    text = str(error).lower()
+    return any(marker in text for marker in _PEER_LOST)
 
 
 def _cluster_detected() -> bool:
