@@ -14,11 +14,11 @@ Both give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-1
 ``bnn-lenet`` (LeNet-5 on 28x28x1, batch 128), at S = 1, 4, 16, on random inputs. The MLP's
 achieved FLOP rate (matmul FLOPs of forward and backward) is compared with a plain jitted matmul
 of the first layer's size stacked over 16 samples, timed in the same run. Timings are medians
-over repeats after warm-up, the two methods alternating so that load on a shared machine hits
-both alike.
+over repeats after warm-up (at least 3, at most ``--repeats``, within a time budget), the methods
+alternating so that load on a shared machine hits them alike.
 
-    python benchmarks/throughput.py            # about 2 minutes on a laptop CPU
-    python benchmarks/throughput.py --quick    # seconds: small sizes, a smoke test
+    python benchmarks/throughput.py            # full sizes; minutes on a CPU, mostly compiling
+    python benchmarks/throughput.py --quick    # small sizes, S = 1, 4: a smoke test
 
 Prints a table, writes ``benchmarks/results/throughput.json`` (``throughput-quick.json`` with
 ``--quick``) and a PNG plot beside it, and ends with one JSON line.
@@ -85,14 +85,18 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def compare(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each function, alternating between them after warm-up."""
+def compare(fns: dict, repeats: int, budget_s: float = 8.0) -> dict[str, float]:
+    """Median seconds of each (already compiled) function, alternating between them after one
+    warm-up call each; stops after 3 rounds once ``budget_s`` is spent, else after ``repeats``."""
     for fn in fns.values():
-        timed(fn, warmup)
+        timed(fn, 1)
     times = {name: [] for name in fns}
-    for _ in range(repeats):
+    start = time.perf_counter()
+    for round_ in range(repeats):
         for name, fn in fns.items():
             times[name] += timed(fn, 1)
+        if round_ >= 2 and time.perf_counter() - start > budget_s:
+            break
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
