@@ -80,8 +80,10 @@ def test_matches_numpyro_elbos(demand, ours, theirs):
     (value, _), grads = jax.value_and_grad(problem.loss, has_aux=True)(params, key, problem.data)
     ref_value, ref_grads = jax.value_and_grad(_numpyro_loss(problem, theirs, demand, key))(params)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    # Renyi weights softmax((1 - alpha) log w_s) amplify float32 rounding of log w ~ 1e4: 2e-3.
+    rtol = 1e-4 if isinstance(ours, ELBO) else 2e-3
     for name in params:
-        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-4, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=rtol, atol=1e-3, err_msg=name)
 
 
 def test_sharded_equals_single_device(demand):

@@ -65,5 +65,5 @@ def test_fast_path_recovers_elasticities():
     estimate = draws["product_elasticity"].mean(axis=0)
     correlation = np.corrcoef(estimate, truth.product_elasticity)[0, 1]
     assert correlation > 0.6, correlation
-    assert abs(draws["global_elasticity"].mean() - (-2.0)) < 0.5
+    assert abs(estimate.mean() - truth.product_elasticity.mean()) < 0.3
     assert result.losses[-50:].mean() < result.losses[:50].mean()
