@@ -138,8 +138,8 @@ def make_loss(
 
 
 def init(params: PyTree, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
-    """The initial state, replicated over ``mesh``."""
-    params = jax.device_put(params, replicated(mesh))
+    """The initial state, replicated over ``mesh``; ``params`` is copied (steps donate state)."""
+    params = jax.device_put(jax.tree.map(jnp.array, params), replicated(mesh))
     opt_state = jax.jit(optimizer.init, out_shardings=replicated(mesh))(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))
     return TrainState(params, opt_state, step)
