@@ -108,6 +108,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from samplepar.predict import predict_main
+
+    print(json.dumps(predict_main(args), default=str))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from samplepar.train import TrainConfig
 
@@ -158,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a Bayesian neural network")
     _add_train_options(train)
     train.set_defaults(handler=cmd_train)
+
+    predict = commands.add_parser(
+        "predict", help="posterior predictive of a trained run for new inputs"
+    )
+    predict.add_argument("--workdir", required=True, help="the training run's workdir")
+    predict.add_argument("--inputs", required=True, help=".npy, .npz, .csv or .parquet")
+    predict.add_argument("--output", required=True, help=".csv or .parquet to write")
+    predict.add_argument("--layout", default="sample", help="mesh layout for the samples")
+    predict.add_argument("--samples", type=int, help="posterior samples (default: the run's)")
+    predict.set_defaults(handler=cmd_predict)
     return parser
 
 
