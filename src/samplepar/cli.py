@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workdir", required=True, help="the training run's workdir")
     predict.add_argument("--inputs", required=True, help=".npy, .npz, .csv or .parquet")
     predict.add_argument("--output", required=True, help=".csv or .parquet to write")
-    predict.add_argument("--layout", default="sample", help="mesh layout for the samples")
+    predict.add_argument("--layout", help="mesh layout (default: samples over the devices)")
     predict.add_argument("--samples", type=int, help="posterior samples (default: the run's)")
     predict.set_defaults(handler=cmd_predict)
     return parser

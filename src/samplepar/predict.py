@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -219,10 +220,11 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def load_run(workdir: str | Path, layout: str = "sample", samples: int | None = None):
+def load_run(workdir: str | Path, layout: str | None = None, samples: int | None = None):
     """``(run, params, config)`` of the trained run in ``workdir`` from its ``config.json`` and
     newest checkpoint, on mesh ``layout``, evaluating ``samples`` posterior draws (default: the
-    run's ``eval_samples``)."""
+    run's ``eval_samples``). The default layout puts as many devices on ``sample`` as divide
+    the sample count."""
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
@@ -232,9 +234,12 @@ def load_run(workdir: str | Path, layout: str = "sample", samples: int | None = 
     unknown = sorted(set(stored) - settings)
     if unknown:
         raise ValueError(f"{config_path}: unknown setting(s) {unknown}")
-    config = train.TrainConfig(**stored, layout=layout, progress=False)
+    config = train.TrainConfig(**stored, progress=False)
     if samples is not None:
         config = dataclasses.replace(config, eval_samples=samples)
+    if layout is None:
+        layout = f"sample={math.gcd(jax.device_count(), config.eval_samples)}"
+    config = dataclasses.replace(config, layout=layout)
     ckpt_dir = workdir / "checkpoints"
     step = checkpoint.latest_step(ckpt_dir)
     if step is None:
@@ -244,7 +249,7 @@ def load_run(workdir: str | Path, layout: str = "sample", samples: int | None = 
 
 
 def predict_file(
-    workdir, inputs, output, layout: str = "sample", samples: int | None = None
+    workdir, inputs, output, layout: str | None = None, samples: int | None = None
 ) -> dict[str, Any]:
     """Predicts every row of ``inputs`` with the run in ``workdir``; writes ``output``.
 

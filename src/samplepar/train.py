@@ -253,8 +253,8 @@ def _drop_records_after(path: Path, step: int) -> None:
         os.replace(temporary, path)
 
 
-def train(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
-    """Trains (or resumes) the run in ``workdir``; returns the final test metrics."""
+def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
+    """Trains (or resumes) the run in ``workdir``; returns the final state and test metrics."""
     workdir = preflight.check_workdir(workdir)
     run = build(config)
     checkpoint.check_config(workdir, config.identity())
