@@ -52,3 +52,22 @@ def test_demo_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "16 weight samples per step over 8 devices (layout sample=4,data=2)" in out
     assert "test_accuracy" in out
+
+
+def test_demand_simulate_then_fit(tmp_path, capsys):
+    data = tmp_path / "panel.parquet"
+    args = ["demand", "simulate", "--products", "12", "--periods", "8", "--categories", "2"]
+    assert cli.main([*args, "-o", str(data)]) == 0
+    assert data.is_file() and data.with_suffix(".truth.npz").is_file()
+    workdir = tmp_path / "fit"
+    fit = ["demand", "fit", str(data), "--steps", "10", "--layout", "sample=2,data=4"]
+    assert cli.main([*fit, "--workdir", str(workdir), "--no-progress"]) == 0
+    assert (workdir / "posterior.nc").is_file()
+    assert '"observations": 96' in capsys.readouterr().out
+
+
+def test_demand_fit_refuses_a_bad_table(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("product,category,period,price,units\na,x,1,2.0,3\na,x,2,-1.0,4\n")
+    assert cli.main(["demand", "fit", str(bad), "--workdir", str(tmp_path / "w")]) == 2
+    assert "price" in capsys.readouterr().err

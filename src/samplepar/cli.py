@@ -115,6 +115,59 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demand_simulate(args: argparse.Namespace) -> int:
+    from samplepar.demand import simulate_to_file
+
+    print(
+        json.dumps(
+            simulate_to_file(args.output, args.products, args.periods, args.categories, args.seed)
+        )
+    )
+    return 0
+
+
+def cmd_demand_fit(args: argparse.Namespace) -> int:
+    from samplepar.demand import fit_file
+
+    summary = fit_file(
+        args.data,
+        args.workdir,
+        layout=args.layout,
+        particles=args.particles,
+        steps=args.steps,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_demand_commands(commands) -> None:
+    demand = commands.add_parser("demand", help="the price-elasticity demand model").add_subparsers(
+        dest="demand_command", required=True
+    )
+    simulate = demand.add_parser("simulate", help="simulate a demand panel with known truth")
+    simulate.add_argument("--products", type=int, default=10000)
+    simulate.add_argument("--periods", type=int, default=156)
+    simulate.add_argument("--categories", type=int, default=10)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("-o", "--output", required=True, help="Parquet file to write")
+    simulate.set_defaults(handler=cmd_demand_simulate)
+    fit = demand.add_parser("fit", help="fit the demand model by sharded SVI")
+    fit.add_argument("data", help="Parquet or CSV: product, category, period, price, units")
+    fit.add_argument("--workdir", default="runs/demand")
+    fit.add_argument("--layout", default="data", help="mesh layout, e.g. data=8 or sample=4,data=2")
+    fit.add_argument("--particles", type=int, default=4)
+    fit.add_argument("--steps", type=int, default=2000)
+    fit.add_argument("--alpha", type=float, default=0.0, help="Renyi alpha (0: IW-ELBO)")
+    fit.add_argument("--batch-size", type=int, help="panel rows per step (mini-batch SVI)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--no-progress", action="store_true")
+    fit.set_defaults(handler=cmd_demand_fit)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from samplepar.train import TrainConfig
 
@@ -175,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--layout", help="mesh layout (default: samples over the devices)")
     predict.add_argument("--samples", type=int, help="posterior samples (default: the run's)")
     predict.set_defaults(handler=cmd_predict)
+    _add_demand_commands(commands)
     return parser
 
 
