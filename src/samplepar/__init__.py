@@ -5,6 +5,7 @@ objectives are reduced exactly across both, so every layout computes the same th
 Importing samplepar configures nothing: JAX settings and multi-host start-up belong to entry points.
 """
 
+from samplepar.bnn import BayesianModel, bayesianize, get_model, model_likelihood
 from samplepar.engine import (
     StepInfo,
     TrainState,
@@ -24,6 +25,7 @@ from samplepar.mesh import (
     make_mesh,
     parse_layout,
 )
+from samplepar.metrics import ClassificationStats, RegressionStats, ood_auroc, uncertainty
 from samplepar.objectives import (
     ELBO,
     IWELBO,
@@ -37,6 +39,14 @@ from samplepar.variational import Family, MeanFieldParams, mean_field_normal
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesianModel",
+    "ClassificationStats",
+    "RegressionStats",
+    "bayesianize",
+    "get_model",
+    "model_likelihood",
+    "ood_auroc",
+    "uncertainty",
     "DATA",
     "ELBO",
     "IWELBO",
