@@ -28,9 +28,7 @@ def flat(tree):
 @pytest.fixture(scope="module")
 def single_device_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("single")
-    result = train.train(
-        train.TrainConfig(layout="none", **{**TINY, "epochs": 2}), workdir
-    )
+    result = train.train(train.TrainConfig(layout="none", **{**TINY, "epochs": 2}), workdir)
     return workdir, result
 
 
