@@ -7,14 +7,15 @@ InferenceData (netCDF) with a summary of the product elasticities.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 
-from samplepar import mesh, objectives, svi
+from samplepar import checkpoint, mesh, objectives, preflight, svi
 from samplepar.models import demand_data
 from samplepar.models.demand import fast_inputs, fast_model
 
@@ -41,12 +42,18 @@ def fit_file(
     draws: int = 500,
     progress: bool = True,
 ) -> dict:
-    """Fits the demand model to the table at ``path``; results and checkpoints in ``workdir``."""
+    """Fits the demand model to the table at ``path``; results and checkpoints in ``workdir``.
+
+    A workdir holding a fit of other data or settings is refused rather than resumed.
+    """
     table = demand_data.read_table(path)
     obs = demand_data.observations(table)
     data, kwargs = fast_inputs(obs, demand_data.panel(obs))
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = preflight.check_workdir(workdir)
+    fingerprint = hashlib.sha256(pd.util.hash_pandas_object(table, index=False).values).hexdigest()
+    run_identity = {"data_sha256": fingerprint, "particles": particles, "alpha": alpha}
+    run_identity |= {"batch_size": batch_size, "seed": seed}
+    checkpoint.check_config(workdir, run_identity)
     mesh_ = mesh.make_mesh(layout)
     key = jax.random.key(seed)
     problem = svi.build(
