@@ -76,7 +76,7 @@ def test_workdir_of_another_configuration_is_refused(single_device_run):
     ("settings", "message"),
     [
         ({"epochs": 0}, "epochs must be an integer >= 1"),
-        ({"learning_rate": -1.0}, "learning_rate must be positive"),
+        ({"learning_rate": -1.0}, "learning_rate must be a positive number"),
         ({"augment": "sometimes"}, "augment='sometimes' is unknown"),
         ({"objective": "kl"}, "unknown objective 'kl'"),
         ({"objective": "renyi", "alpha": 1.0}, "alpha must differ from 1"),
