@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec
 
 from samplepar import checkpoint, engine, mesh, objectives, preflight, progress, report
 from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
+from samplepar.bnn.predictive import sample_outputs
 from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
 from samplepar.data.augment import MODES as AUGMENT_MODES
 from samplepar.data.augment import batch_augmenter
@@ -128,30 +128,7 @@ def _augment_fn(config: TrainConfig):
 
 def _make_evaluate(bayesian, mesh_, num_samples: int, likelihood: str, per_pass: int | None):
     """``evaluate(params, rng_key, batch) -> stats`` over the mixture of ``num_samples`` draws."""
-    per_shard = num_samples // mesh.layout_of(mesh_).sample
-
-    def shard_outputs(params, rng_key, x):
-        keys = sp_random.sample_keys(
-            rng_key, sp_random.local_sample_indices(per_shard, mesh.SAMPLE)
-        )
-
-        def one(key):
-            weight_key, noise_key = jax.random.split(key)
-            weights, _ = bayesian.family.sample_and_log_prob(weight_key, params)
-            out = bayesian.predict_fn(weights, x)
-            if likelihood == "categorical":
-                return jax.nn.log_softmax(out, axis=-1)
-            mean, scale = out
-            return mean + scale * jax.random.normal(noise_key, mean.shape, mean.dtype)
-
-        return engine.map_samples(one, keys, per_pass)
-
-    outputs = jax.shard_map(
-        shard_outputs,
-        mesh=mesh_,
-        in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(mesh.DATA)),
-        out_specs=PartitionSpec(mesh.SAMPLE, mesh.DATA),
-    )
+    outputs = sample_outputs(bayesian, mesh_, num_samples, likelihood, per_pass)
 
     @jax.jit
     def evaluate(params, rng_key, batch):
