@@ -69,18 +69,12 @@ def test_bad_config_names_the_setting(change, message):
         compare.check_config(compare.StudyConfig()._replace(**change))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 5): since the simulation's price process changed, the "
-    "normal-at-mean SVI fit misses the product elasticities on tiny panels (RMSE ~0.6-0.7 vs "
-    "a spread of ~0.2); under investigation",
-)
 def test_tiny_svi_recovers_elasticities_and_plots(tmp_path):
     config = compare.StudyConfig(
         num_products=20,
         num_periods=10,
         num_categories=2,
-        svi_steps=300,
+        svi_steps=1500,
         num_draws=100,
         svi_layout="sample=1,data=1",
     )
