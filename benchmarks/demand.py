@@ -120,8 +120,8 @@ def main(argv=None) -> dict:
     obs = observations(table)
     num_obs = len(obs.units)
     data, model_kwargs = published_inputs(obs)
-    panel_data, _ = fast_inputs(obs, panel(obs))
     mesh = make_mesh(args.layout)
+    panel_data, _ = fast_inputs(obs, panel(obs, num_shards=dict(mesh.shape)["data"]))
     problem = svi.build(
         jax.random.key(0),
         fast_model,

@@ -142,10 +142,8 @@ def simulate_panel(config: StudyConfig) -> Panel:
         config.data_seed, config.num_products, config.num_periods, config.num_categories
     )
     obs = demand_data.observations(table)
-    rows = demand_data.panel(obs)
-    data, model_kwargs = demand.fast_inputs(obs, rows)
-    mean_log_price = (rows.log_price * rows.observed).sum(1) / rows.observed.sum(1)
-    return Panel(data, model_kwargs, mean_log_price.astype(np.float32), truth)
+    data, model_kwargs = demand.fast_inputs(obs, demand_data.panel(obs))
+    return Panel(data, model_kwargs, demand_data.mean_log_price(obs), truth)
 
 
 def study_model(panel: Panel, at_mean: bool):

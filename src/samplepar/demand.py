@@ -48,13 +48,13 @@ def fit_file(
     """
     table = demand_data.read_table(path)
     obs = demand_data.observations(table)
-    data, kwargs = fast_inputs(obs, demand_data.panel(obs))
     workdir = preflight.check_workdir(workdir)
     fingerprint = hashlib.sha256(pd.util.hash_pandas_object(table, index=False).values).hexdigest()
     run_identity = {"data_sha256": fingerprint, "particles": particles, "alpha": alpha}
     run_identity |= {"batch_size": batch_size, "seed": seed}
     checkpoint.check_config(workdir, run_identity)
     mesh_ = mesh.make_mesh(layout)
+    data, kwargs = fast_inputs(obs, demand_data.panel(obs, num_shards=mesh.layout_of(mesh_).data))
     key = jax.random.key(seed)
     problem = svi.build(
         jax.random.fold_in(key, 0),

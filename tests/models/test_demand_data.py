@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import gammaln
 
 from samplepar.models import (
     DemandDataError,
@@ -99,13 +100,27 @@ def test_nothing_dropped_and_round_trips(table, tmp_path):
 
 
 def test_panel_places_every_observation():
-    table, _ = simulate(2, 5, 6, 2)
+    """Every observation lands in its product's slot and period; blocks hold one category."""
+    table, _ = simulate(2, 40, 6, 3)
     table = table.drop(index=[0, 13]).sample(frac=1.0, random_state=0)
     obs = observations(validate(table))
-    pan = panel(obs)
-    assert pan.observed.sum() == len(table) == 28
-    assert not pan.observed[0, 0] and not pan.observed[2, 1]
-    np.testing.assert_allclose(pan.units.sum(), table["units"].sum())
+    pan = panel(obs, block_products=4, num_shards=3)
+    num_blocks, block_products, num_periods = pan.observed.shape
+    assert block_products == 4 and num_periods == 6 and num_blocks % 3 == 0
+    assert pan.observed.sum() == len(table)
+    filled = pan.observed.any(-1)
+    assert sorted(pan.product[filled]) == list(range(40))  # each product in exactly one slot
+    np.testing.assert_array_equal(
+        obs.product_category[pan.product[filled]],
+        np.broadcast_to(pan.category[:, None], filled.shape)[filled],
+    )
+    block, slot = (np.zeros(40, int), np.zeros(40, int))
+    block[pan.product[filled]], slot[pan.product[filled]] = np.nonzero(filled)
+    cells = (block[obs.product], slot[obs.product], obs.period)
+    assert pan.observed[cells].all()
+    np.testing.assert_array_equal(pan.log_price[cells], obs.log_price)
+    np.testing.assert_array_equal(pan.units[cells], obs.units)
+    assert pan.units[~pan.observed].sum() == 0 and pan.log_price[~pan.observed].sum() == 0
     np.testing.assert_allclose(
-        pan.log_price[pan.observed].sum(), np.log(table["price"]).sum(), rtol=1e-5
+        pan.log_units_factorial.sum(), gammaln(obs.units.astype(np.float64) + 1).sum(), rtol=1e-6
     )

@@ -17,24 +17,24 @@ which covers daily to yearly retail counts. Both elasticity levels are fully non
 (``LocScaleReparam(0)``), the usual cure for funnel geometry in SVI and NUTS alike.
 
 :func:`published_model` is written as published: long observation vectors, gathers by index,
-a plate ``obs`` over observations. :func:`fast_model` takes a dense product x period panel
-(:func:`samplepar.models.demand_data.panel`): one plate ``rows`` over products whose factor is
-each product's log-likelihood, the category-period effects expanded by a one-hot matrix
-product (a matmul forward and backward instead of a gather and a scatter-add), and sum log(y!)
-precomputed once as a per-product constant. ``y * clip(l)`` stays per cell: the clip makes it
-non-linear in the latents, and replacing it by sufficient statistics would change the gradient
-wherever the clip is active.
+a plate ``obs`` over observations. :func:`fast_model` takes a blocked product x period panel
+(:func:`samplepar.models.demand_data.panel`: blocks of up to 16 products of one category): one
+plate ``rows`` over blocks whose factor is each block's log-likelihood, computed by
+:func:`samplepar.models.block_poisson.block_log_likelihood` with its gradient fused into the
+forward pass, and sum log(y!) precomputed once per block. Products, categories and periods
+enter only through small gathers of per-product and per-block parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.reparam import LocScaleReparam
+
+from samplepar.models.block_poisson import block_log_likelihood
 
 LOG_DEMAND_CLIP = (-4.0, 20.0)
 OBS_PLATE = "obs"
@@ -120,19 +120,22 @@ def fast_model(
     num_periods: int,
     priors: Priors = Priors(),
 ):
-    """The same log-density on panel rows (see :class:`Panel`); rows are ``[R]`` / ``[R, T]``.
+    """The same log-density on panel blocks (see :class:`Panel`): ``[B]``, ``[B, K(, T)]``.
 
-    Rows may be any subset of products (e.g. one data shard's), so the panel shards over rows.
+    Blocks may be any subset of the panel's (one data shard's, a mini-batch), so it shards.
     """
     product_el, effect, cat_period = latents(product_category, num_categories, num_periods, priors)
-    row_cat_period = jax.nn.one_hot(category, num_categories, dtype=log_price.dtype) @ cat_period
-    log_demand = (
-        effect[product][:, None] + row_cat_period + product_el[product][:, None] * log_price
+    log_lik = block_log_likelihood(
+        effect[product],
+        product_el[product],
+        cat_period[category],
+        log_price,
+        units,
+        observed,
+        LOG_DEMAND_CLIP,
     )
-    clipped = jnp.clip(log_demand, *LOG_DEMAND_CLIP)
-    cell = jnp.where(observed, units * clipped - jnp.exp(clipped), 0.0)
     with numpyro.plate(ROWS_PLATE, log_price.shape[0]):
-        numpyro.factor("units", jnp.sum(cell, axis=-1) - log_units_factorial)
+        numpyro.factor("units", log_lik - log_units_factorial)
 
 
 def published_inputs(obs) -> tuple[dict, dict]:

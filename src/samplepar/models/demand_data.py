@@ -4,7 +4,7 @@ A demand table has one row per (product, period) with columns ``product``, ``cat
 ``period``, ``price`` (> 0) and ``units`` (counts). :func:`read_table` loads one from a DataFrame,
 Parquet or CSV and :func:`validate` rejects bad rows with a :class:`DemandDataError` naming them;
 nothing is dropped silently. :func:`observations` gives the long vectors of the published model,
-:func:`panel` the dense product x period panel of the fast one.
+:func:`panel` the blocked product x period panel of the fast one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln
+
+from samplepar.models.block_poisson import CHUNK_BLOCKS
 
 COLUMNS = ("product", "category", "period", "price", "units")
 _MAX_ROWS_SHOWN = 5
@@ -209,35 +211,85 @@ def observations(table: pd.DataFrame) -> Observations:
 
 
 class Panel(NamedTuple):
-    """The fast model's inputs: one row per product, periods along the second axis.
+    """The fast model's inputs: blocks of up to K products of one category, periods last.
 
-    Cells with no observation have ``observed`` False, units 0 and log price 0.
+    Products are sorted by category and cut into blocks; a block's empty slots and the cells
+    with no observation have ``observed`` False, units 0 and log price 0 (empty slots point at
+    product 0, whose parameters they leave untouched). Blocks are the rows of the model's data
+    plate, so they shard over ``data`` and are what a mini-batch draws.
     """
 
-    product: np.ndarray  # [P] int32 product code of each row
-    category: np.ndarray  # [P] int32
-    log_price: np.ndarray  # [P, T] float32
-    units: np.ndarray  # [P, T] float32
-    observed: np.ndarray  # [P, T] bool
-    log_units_factorial: np.ndarray  # [P] float32: sum_t log(units!) of the row (a constant)
+    product: np.ndarray  # [B, K] int32 product code of each slot
+    category: np.ndarray  # [B] int32 category of each block
+    log_price: np.ndarray  # [B, K, T] float32
+    units: np.ndarray  # [B, K, T] float32
+    observed: np.ndarray  # [B, K, T] bool
+    log_units_factorial: np.ndarray  # [B] float32: sum of log(units!) over the block (a constant)
 
 
-def panel(obs: Observations) -> Panel:
-    """The dense product x period panel of :func:`observations`' vectors."""
-    P, T = len(obs.product_category), len(obs.encoding.periods)
-    log_price = np.zeros((P, T), np.float32)
-    units = np.zeros((P, T), np.float32)
-    observed = np.zeros((P, T), bool)
-    log_price[obs.product, obs.period] = obs.log_price
-    units[obs.product, obs.period] = obs.units
-    observed[obs.product, obs.period] = True
-    log_units_factorial = np.zeros(P, np.float64)
-    np.add.at(log_units_factorial, obs.product, gammaln(obs.units.astype(np.float64) + 1.0))
+BLOCK_PRODUCTS = 16
+
+
+def panel(obs: Observations, block_products: int = BLOCK_PRODUCTS, num_shards: int = 1) -> Panel:
+    """The blocked product x period panel of :func:`observations`' vectors.
+
+    The block count is padded (with empty blocks) so that each of ``num_shards`` data shards
+    gets the same number of blocks, in chunks of at most ``CHUNK_BLOCKS`` of nearly equal size.
+    """
+    T = len(obs.encoding.periods)
+    order = np.argsort(obs.product_category, kind="stable")
+    sorted_category = obs.product_category[order]
+    starts = np.flatnonzero(np.r_[True, sorted_category[1:] != sorted_category[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    blocks_of = -(-sizes // block_products)
+    num_blocks = _padded_block_count(int(blocks_of.sum()), num_shards)
+    product = np.zeros((num_blocks, block_products), np.int32)
+    filled = np.zeros((num_blocks, block_products), bool)
+    category = np.zeros(num_blocks, np.int32)
+    block = 0
+    for start, size, count in zip(starts, sizes, blocks_of, strict=True):
+        slots = np.arange(count * block_products) < size
+        members = np.zeros(count * block_products, np.int32)
+        members[slots] = order[start : start + size]
+        product[block : block + count] = members.reshape(count, block_products)
+        filled[block : block + count] = slots.reshape(count, block_products)
+        category[block : block + count] = sorted_category[start]
+        block += count
+    slot_of = np.zeros(len(order), np.int64)  # flat (block, slot) index of each product
+    slot_of[product[filled]] = np.flatnonzero(filled)
+    cell = slot_of[obs.product] * T + obs.period
+    log_price = np.zeros(num_blocks * block_products * T, np.float32)
+    units = np.zeros_like(log_price)
+    observed = np.zeros(log_price.shape, bool)
+    log_price[cell] = obs.log_price
+    units[cell] = obs.units
+    observed[cell] = True
+    log_units_factorial = np.zeros(num_blocks, np.float64)
+    np.add.at(
+        log_units_factorial,
+        slot_of[obs.product] // block_products,
+        gammaln(obs.units.astype(np.float64) + 1.0),
+    )
+    shape = (num_blocks, block_products, T)
     return Panel(
-        np.arange(P, dtype=np.int32),
-        obs.product_category,
-        log_price,
-        units,
-        observed,
+        product,
+        category,
+        log_price.reshape(shape),
+        units.reshape(shape),
+        observed.reshape(shape),
         log_units_factorial.astype(np.float32),
     )
+
+
+def _padded_block_count(num_blocks: int, num_shards: int) -> int:
+    """Blocks after padding: ``num_shards`` equal shards of equal chunks of <= CHUNK_BLOCKS."""
+    per_shard = -(-num_blocks // num_shards)
+    chunks = -(-per_shard // CHUNK_BLOCKS)
+    return num_shards * chunks * -(-per_shard // chunks)
+
+
+def mean_log_price(obs: Observations) -> np.ndarray:
+    """``[P]`` each product's mean log price over its observed periods."""
+    num_products = len(obs.product_category)
+    total = np.bincount(obs.product, weights=obs.log_price, minlength=num_products)
+    return (total / np.bincount(obs.product, minlength=num_products)).astype(np.float32)
