@@ -124,3 +124,12 @@ def test_panel_places_every_observation():
     np.testing.assert_allclose(
         pan.log_units_factorial.sum(), gammaln(obs.units.astype(np.float64) + 1).sum(), rtol=1e-6
     )
+
+
+def test_block_size_adapts_to_category_sizes():
+    """Large blocks for large categories; small ones when large ones would sit mostly empty."""
+    from samplepar.models.demand_data import _block_products
+
+    assert _block_products(np.array([5000, 5000])) == 32
+    assert _block_products(np.array([50, 50, 50, 50])) == 4  # 32 would leave 28% empty
+    assert _block_products(np.array([1, 1, 1])) == 1

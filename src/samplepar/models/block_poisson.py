@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-CHUNK_BLOCKS = 32  # blocks per scan step: a few hundred KiB per array per particle
+CHUNK_BLOCKS = 16  # blocks per scan step: a few hundred KiB per array per particle
 
 
 def cell_terms(effect, elasticity, cat_period, log_price, units, observed, clip):

@@ -18,7 +18,7 @@ which covers daily to yearly retail counts. Both elasticity levels are fully non
 
 :func:`published_model` is written as published: long observation vectors, gathers by index,
 a plate ``obs`` over observations. :func:`fast_model` takes a blocked product x period panel
-(:func:`samplepar.models.demand_data.panel`: blocks of up to 16 products of one category): one
+(:func:`samplepar.models.demand_data.panel`: blocks of up to 32 products of one category): one
 plate ``rows`` over blocks whose factor is each block's log-likelihood, computed by
 :func:`samplepar.models.block_poisson.block_log_likelihood` with its gradient fused into the
 forward pass, and sum log(y!) precomputed once per block. Products, categories and periods

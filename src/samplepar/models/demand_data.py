@@ -227,20 +227,25 @@ class Panel(NamedTuple):
     log_units_factorial: np.ndarray  # [B] float32: sum of log(units!) over the block (a constant)
 
 
-BLOCK_PRODUCTS = 16
+MAX_BLOCK_PRODUCTS = 32
+MAX_EMPTY_SLOTS = 0.1  # fraction of slots a block size may leave empty
 
 
-def panel(obs: Observations, block_products: int = BLOCK_PRODUCTS, num_shards: int = 1) -> Panel:
+def panel(obs: Observations, block_products: int | None = None, num_shards: int = 1) -> Panel:
     """The blocked product x period panel of :func:`observations`' vectors.
 
-    The block count is padded (with empty blocks) so that each of ``num_shards`` data shards
-    gets the same number of blocks, in chunks of at most ``CHUNK_BLOCKS`` of nearly equal size.
+    ``block_products`` defaults to the largest power of two up to ``MAX_BLOCK_PRODUCTS`` that
+    leaves at most ``MAX_EMPTY_SLOTS`` of the slots empty (large blocks are faster; small
+    categories waste slots in them). The block count is padded (with empty blocks) so that each
+    of ``num_shards`` data shards gets the same number of blocks, in chunks of at most
+    ``CHUNK_BLOCKS`` of nearly equal size.
     """
     T = len(obs.encoding.periods)
     order = np.argsort(obs.product_category, kind="stable")
     sorted_category = obs.product_category[order]
     starts = np.flatnonzero(np.r_[True, sorted_category[1:] != sorted_category[:-1]])
     sizes = np.diff(np.r_[starts, len(order)])
+    block_products = block_products or _block_products(sizes)
     blocks_of = -(-sizes // block_products)
     num_blocks = _padded_block_count(int(blocks_of.sum()), num_shards)
     product = np.zeros((num_blocks, block_products), np.int32)
@@ -279,6 +284,17 @@ def panel(obs: Observations, block_products: int = BLOCK_PRODUCTS, num_shards: i
         observed.reshape(shape),
         log_units_factorial.astype(np.float32),
     )
+
+
+def _block_products(category_sizes: np.ndarray) -> int:
+    """The largest power-of-two block size whose empty slots are few (see :func:`panel`)."""
+    size = MAX_BLOCK_PRODUCTS
+    while size > 1:
+        slots = size * np.sum(-(-category_sizes // size))
+        if slots <= (1 + MAX_EMPTY_SLOTS) * category_sizes.sum():
+            break
+        size //= 2
+    return size
 
 
 def _padded_block_count(num_blocks: int, num_shards: int) -> int:
