@@ -11,8 +11,12 @@ Renyi ELBO with 4 particles, AdamW with exponential decay. Each step time is als
 multiple of one fused exp pass over the step's particle-observations (4 x N), timed in the same
 run: the floor of a step that must evaluate every rate. A learning check then runs both for
 ``--learn-steps`` from the same initial parameters and compares their final losses, and the
-correlation of the fitted product elasticities with the truth. Prints a table, ends with one
-JSON line, and writes benchmarks/results/demand.json.
+correlation of the fitted product elasticities with the truth. The two trajectories differ
+even from the same start: NumPyro's Renyi surrogate weights particles by
+``exp(log_w - logmeanexp(log_w))``, and at log-weights of ~1e7 float32 rounds that log-mean-exp
+to the nearest unit or two, scaling each gradient by up to e^(+-1); ours takes the exact softmax
+(tests/test_objectives.py), so with Adam the paths part after a few steps. Prints a table, ends
+with one JSON line, and writes benchmarks/results/demand.json.
 """
 
 from __future__ import annotations

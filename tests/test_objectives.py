@@ -174,3 +174,31 @@ def test_unknown_objective_lists_the_known_ones():
 def test_negative_kl_weight_refused():
     with pytest.raises(ValueError, match="kl_weight"):
         objectives.PredictiveNLL(kl_weight=-1.0)
+
+
+@pytest.mark.parametrize("layout", ["none", "sample=4"])
+def test_iw_weights_exact_at_large_log_weights(layout):
+    """Log-weights ~ -1.3e7 (a large data set) in float32: the particle weights are the float64
+    softmax, here one-hot on the best particle. (Subtracting a rounded log-mean-exp instead, as
+    a surrogate ``exp(log_w - logmeanexp)`` does, scales the gradient by e^(+-0.5): the float32
+    spacing at 1.3e7 is 1.)"""
+    m = mesh.make_mesh(layout)
+    log_w = jnp.array([-45876068.0, -88871200.0, -28152728.0, -13050805.0])
+
+    def value(log_w):
+        def shard(log_w):
+            log_lik = jnp.zeros((log_w.shape[0], 1))
+            return objectives.reduce_objective(
+                objectives.RenyiELBO(0.0), log_lik, log_w, None, 4, 1.0
+            )[0]
+
+        return jax.shard_map(
+            shard,
+            mesh=m,
+            in_specs=jax.sharding.PartitionSpec("sample"),
+            out_specs=jax.sharding.PartitionSpec(),
+        )(log_w)
+
+    grad = jax.jit(jax.grad(value))(log_w)
+    np.testing.assert_array_equal(grad, [0.0, 0.0, 0.0, 1.0])
+    assert float(jax.jit(value)(log_w)) == pytest.approx(-13050805.0 - math.log(4), abs=1.0)

@@ -71,6 +71,7 @@ def _numpyro_loss(problem, numpyro_elbo, demand, rng_key):
     [
         (ELBO(analytic_kl=False), Trace_ELBO(num_particles=S)),
         (RenyiELBO(0.5), NumpyroRenyi(alpha=0.5, num_particles=S)),
+        (RenyiELBO(0.0), NumpyroRenyi(alpha=0.0, num_particles=S)),  # the default, IW-ELBO
     ],
 )
 def test_matches_numpyro_elbos(demand, ours, theirs):
