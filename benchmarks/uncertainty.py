@@ -5,7 +5,8 @@
     python benchmarks/uncertainty.py --quick              # 20 products x 10 periods
 
 Per panel it prints a table (one row per method), writes the plot of estimated vs true
-elasticities ``uncertainty_<P>.png`` and the NUTS run ``nuts_<P>.nc`` under ``--out``; at the end
+elasticities ``elasticities_<P>.png``, the NUTS run ``nuts_<P>.nc`` and ``compare_<P>.json``
+under ``--out``; at the end
 it writes ``uncertainty.json`` there and prints it as one JSON line. Runs on the CPU with
 ``--devices`` virtual devices (NUTS chains in parallel, SVI rows sharded) unless JAX finds an
 accelerator.
@@ -70,38 +71,9 @@ def main(argv=None) -> dict:
                 num_chains=args.chains,
             ),
         )
-        results, idata = compare.run_study(jax.random.key(args.seed), config)
-        truth = compare.simulate_panel(config).truth.product_elasticity
-        compare.plot(results, truth, str(out / f"uncertainty_{num_products}.png"))
-        mcmc.save(idata, str(out / f"nuts_{num_products}.nc"))
-        summary = mcmc.summarize(idata)
-        table = compare.table(results)
-        print(f"\n{num_products} products x {args.periods} periods, {args.categories} categories")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-        for r in results:
-            print(f"  {r.method}: {r.notes}")
-        panels.append(
-            {
-                "num_products": num_products,
-                "num_periods": args.periods,
-                "num_categories": args.categories,
-                "nuts": {
-                    "num_warmup": args.nuts_warmup,
-                    "num_samples": args.nuts_samples,
-                    "num_chains": args.chains,
-                    "max_rhat": summary.max_rhat,
-                    "min_ess_bulk": summary.min_ess_bulk,
-                    "num_divergences": summary.num_divergences,
-                    "num_transitions": summary.num_transitions,
-                    "chain_method": summary.chain_method,
-                },
-                "svi_steps": args.svi_steps,
-                "methods": {
-                    m: {k: None if v != v else float(v) for k, v in row.items()}  # NaN: None
-                    for m, row in table.iterrows()
-                },
-            }
-        )
+        panel = compare.write_study(jax.random.key(args.seed), config, out)
+        print("\n" + compare.format_report(panel))
+        panels.append(panel)
     report = {
         "benchmark": "uncertainty",
         "backend": jax.default_backend(),

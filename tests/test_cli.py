@@ -1,5 +1,7 @@
 """The command line, end to end with tiny settings: train, predict, demo."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,23 @@ def test_demand_fit_refuses_a_bad_table(tmp_path, capsys):
     bad.write_text("product,category,period,price,units\na,x,1,2.0,3\na,x,2,-1.0,4\n")
     assert cli.main(["demand", "fit", str(bad), "--workdir", str(tmp_path / "w")]) == 2
     assert "price" in capsys.readouterr().err
+
+
+def test_demand_compare_writes_report_plot_and_nuts_run(tmp_path, capsys):
+    out = tmp_path / "compare"
+    args = ["demand", "compare", "--products", "8", "--periods", "6", "--categories", "2"]
+    args += ["--svi-steps", "50", "--draws", "100", "--warmup", "30", "--nuts-samples", "30"]
+    assert cli.main([*args, "--chains", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "compare_8.json").read_text())
+    assert set(report["methods"]) == {"nuts", "normal-at-mean", "normal"}
+    assert report["nuts"]["num_transitions"] == 60
+    assert 0.0 <= report["methods"]["normal"]["coverage"] <= 1.0
+    assert (out / "elasticities_8.png").stat().st_size > 0 and (out / "nuts_8.nc").is_file()
+    assert "normal-at-mean" in capsys.readouterr().out
+
+
+def test_demand_compare_names_an_unknown_method(tmp_path, capsys):
+    args = ["demand", "compare", "--methods", "fullrank", "--out", str(tmp_path / "c")]
+    assert cli.main(args) == 2
+    assert "fullrank" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

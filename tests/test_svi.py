@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
 from numpyro.infer import RenyiELBO as NumpyroRenyi
 from numpyro.infer import Trace_ELBO
@@ -169,3 +170,9 @@ def test_rejects_latents_in_data_plate_and_missing_plate():
     )
     with pytest.raises(ValueError, match="no plate named 'rows'"):
         problem.loss(problem.params, jax.random.key(0), problem.data)
+
+
+def test_fit_names_the_step_of_a_non_finite_loss(demand):
+    problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
+    with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):
+        svi.fit(jax.random.key(0), problem, 3, progress_bar=False)

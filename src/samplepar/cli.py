@@ -144,6 +144,32 @@ def cmd_demand_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demand_compare(args: argparse.Namespace) -> int:
+    import jax
+
+    from samplepar import compare, mcmc
+
+    config = compare.StudyConfig(
+        num_products=args.products,
+        num_periods=args.periods,
+        num_categories=args.categories,
+        data_seed=args.seed,
+        methods=tuple(args.methods),
+        svi_steps=args.svi_steps,
+        num_draws=args.draws,
+        interval=args.interval,
+        svi_layout=args.svi_layout,
+        nuts=mcmc.NUTSConfig(
+            num_warmup=args.warmup, num_samples=args.nuts_samples, num_chains=args.chains
+        ),
+    )
+    compare.check_config(config)
+    report = compare.write_study(jax.random.key(args.seed), config, args.out)
+    print(compare.format_report(report))
+    print(f"written: {args.out}/compare_{args.products}.json, elasticities_{args.products}.png")
+    return 0
+
+
 def _add_demand_commands(commands) -> None:
     demand = commands.add_parser("demand", help="the price-elasticity demand model").add_subparsers(
         dest="demand_command", required=True
@@ -162,10 +188,36 @@ def _add_demand_commands(commands) -> None:
     fit.add_argument("--particles", type=int, default=4)
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--alpha", type=float, default=0.0, help="Renyi alpha (0: IW-ELBO)")
-    fit.add_argument("--batch-size", type=int, help="panel rows per step (mini-batch SVI)")
+    fit.add_argument(
+        "--batch-size",
+        type=int,
+        help="panel blocks (of up to 32 products) per step: mini-batch SVI",
+    )
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(handler=cmd_demand_fit)
+    comp = demand.add_parser(
+        "compare", help="SVI guides against a NUTS reference on a simulated panel with known truth"
+    )
+    comp.add_argument("--products", type=int, default=200)
+    comp.add_argument("--periods", type=int, default=52)
+    comp.add_argument("--categories", type=int, default=10)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument(
+        "--methods",
+        nargs="+",
+        default=["normal-at-mean", "normal"],
+        help="SVI methods: normal, lowrank, paired, normal-at-mean (recommended)",
+    )
+    comp.add_argument("--svi-steps", type=int, default=3000)
+    comp.add_argument("--svi-layout", help="mesh layout of the SVI fits (default: all on data)")
+    comp.add_argument("--draws", type=int, default=1000, help="guide draws (intervals, k-hat)")
+    comp.add_argument("--interval", type=float, default=0.9, help="central interval probability")
+    comp.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    comp.add_argument("--nuts-samples", type=int, default=500, help="NUTS draws per chain")
+    comp.add_argument("--chains", type=int, default=4)
+    comp.add_argument("--out", default="runs/compare", help="directory for the results")
+    comp.set_defaults(handler=cmd_demand_compare)
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ them into posterior means, standard deviations, central intervals and the share 
 elasticities the intervals cover. :func:`run_study` fits each SVI method (a guide, optionally on
 the model with the product effect moved to the product's mean log price, see
 :func:`samplepar.mcmc.effect_at_mean`) and the NUTS reference on the same panel, and
-:func:`table` compares them; :func:`plot` draws estimated against true elasticities.
+:func:`table` compares them; :func:`plot` draws estimated against true elasticities, and
+:func:`write_study` does all of it and writes the results (``samplepar demand compare``).
 
 SVI methods (:data:`SVI_METHODS`): ``normal`` (mean-field, the article's), ``lowrank``,
 ``paired`` (effect and elasticity joint per product) and ``normal-at-mean`` (mean-field on the
@@ -24,7 +25,10 @@ intervals cover 0.26 (normal), 0.16 (lowrank), 0.50 (paired), 0.83 (normal-at-me
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -264,3 +268,60 @@ def plot(results: list[MethodResult], truth: np.ndarray, path: str, prob: float 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_study(rng_key: jax.Array, config: StudyConfig, out_dir) -> dict:
+    """Runs :func:`run_study` and writes, under ``out_dir`` (``P`` the product count):
+    ``elasticities_P.png`` (:func:`plot`), ``nuts_P.nc`` (the NUTS InferenceData) and
+    ``compare_P.json`` (the returned report: NUTS convergence and :func:`table`'s rows)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results, idata = run_study(rng_key, config)
+    num_products = config.num_products
+    truth = simulate_panel(config).truth.product_elasticity
+    plot(results, truth, str(out / f"elasticities_{num_products}.png"), config.interval)
+    mcmc.save(idata, str(out / f"nuts_{num_products}.nc"))
+    summary = mcmc.summarize(idata)
+    rows = table(results)
+    report = {
+        "num_products": num_products,
+        "num_periods": config.num_periods,
+        "num_categories": config.num_categories,
+        "interval": config.interval,
+        "svi_steps": config.svi_steps,
+        "nuts": {
+            "num_warmup": config.nuts.num_warmup,
+            "num_samples": config.nuts.num_samples,
+            "num_chains": config.nuts.num_chains,
+            "max_rhat": summary.max_rhat,
+            "min_ess_bulk": summary.min_ess_bulk,
+            "num_divergences": summary.num_divergences,
+            "num_transitions": summary.num_transitions,
+            "chain_method": summary.chain_method,
+        },
+        "methods": {
+            m: {k: None if v != v else float(v) for k, v in row.items()}  # NaN: None
+            for m, row in rows.iterrows()
+        },
+        "notes": {r.method: r.notes for r in results},
+    }
+    path = out / f"compare_{num_products}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(temporary, path)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report of :func:`write_study` as a table a person reads, with the methods' notes."""
+    rows = pd.DataFrame(report["methods"]).T
+    nuts = report["nuts"]
+    lines = [
+        f"{report['num_products']} products x {report['num_periods']} periods, "
+        f"{report['num_categories']} categories; {report['interval']:.0%} intervals",
+        f"NUTS: {nuts['num_chains']} chains x {nuts['num_samples']} draws, max R-hat "
+        f"{nuts['max_rhat']:.3f}, {nuts['num_divergences']} divergences",
+        rows.to_string(float_format=lambda v: f"{v:.3f}"),
+    ]
+    lines += [f"  {method}: {note}" for method, note in report["notes"].items()]
+    return "\n".join(lines)

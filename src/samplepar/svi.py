@@ -286,7 +286,10 @@ def fit(
         nonlocal smoothed
         value = float(info.loss)
         if not math.isfinite(value):
-            raise FloatingPointError(f"SVI loss is {value} at step {len(losses)}")
+            raise FloatingPointError(
+                f"SVI loss is {value} at step {len(losses) + 1} of {num_steps}; lower the "
+                "learning rate, or check the data and the model's priors for extreme values"
+            )
         losses.append(value)
         smoothed = smoothed.update(value)
         bar.update(1)
