@@ -45,6 +45,7 @@ SVI_METHODS = {
     "lowrank": ("lowrank", False),
     "paired": ("paired", False),
     "normal-at-mean": ("normal", True),
+    "lowrank-at-mean": ("lowrank", True),
 }
 ELASTICITY = "product_elasticity"
 RECOMMENDED = "normal-at-mean"
