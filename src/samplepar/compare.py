@@ -283,6 +283,7 @@ def write_study(rng_key: jax.Array, config: StudyConfig, out_dir) -> dict:
     plot(results, truth, str(out / f"elasticities_{num_products}.png"), config.interval)
     mcmc.save(idata, str(out / f"nuts_{num_products}.nc"))
     summary = mcmc.summarize(idata)
+    elasticity = mcmc.summarize(idata, [ELASTICITY])
     rows = table(results)
     report = {
         "num_products": num_products,
@@ -296,6 +297,8 @@ def write_study(rng_key: jax.Array, config: StudyConfig, out_dir) -> dict:
             "num_chains": config.nuts.num_chains,
             "max_rhat": summary.max_rhat,
             "min_ess_bulk": summary.min_ess_bulk,
+            "max_rhat_elasticity": elasticity.max_rhat,
+            "min_ess_bulk_elasticity": elasticity.min_ess_bulk,
             "num_divergences": summary.num_divergences,
             "num_transitions": summary.num_transitions,
             "chain_method": summary.chain_method,
@@ -320,8 +323,10 @@ def format_report(report: dict) -> str:
     lines = [
         f"{report['num_products']} products x {report['num_periods']} periods, "
         f"{report['num_categories']} categories; {report['interval']:.0%} intervals",
-        f"NUTS: {nuts['num_chains']} chains x {nuts['num_samples']} draws, max R-hat "
-        f"{nuts['max_rhat']:.3f}, {nuts['num_divergences']} divergences",
+        f"NUTS: {nuts['num_chains']} chains x {nuts['num_samples']} draws, "
+        f"{nuts['num_divergences']} divergences; max R-hat {nuts['max_rhat']:.3f} over all "
+        f"latents, {nuts['max_rhat_elasticity']:.3f} over the product elasticities (bulk ESS "
+        f">= {nuts['min_ess_bulk_elasticity']:.0f})",
         rows.to_string(float_format=lambda v: f"{v:.3f}"),
     ]
     lines += [f"  {method}: {note}" for method, note in report["notes"].items()]
