@@ -1,5 +1,6 @@
 """NUTS reference: recovery of known elasticities, chain layouts, reparameterisation, netCDF."""
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +73,8 @@ def test_nuts_output_groups_and_summary(nuts_run, tmp_path):
     assert summary.num_divergences <= 2
     assert summary.max_rhat < 1.05
     assert summary.min_ess_bulk > 50
+    rhat = az.rhat(idata, var_names=["mu_beta", "sigma_beta", "beta"]).to_array().max()
+    assert summary.max_rhat == pytest.approx(float(rhat), abs=1e-9)  # not rounded to 0.01
     assert list(summary.table.index[:2]) == ["mu_beta", "sigma_beta"]
     path = tmp_path / "nuts.nc"
     mcmc.save(idata, str(path))

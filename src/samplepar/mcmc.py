@@ -221,8 +221,12 @@ def run_nuts(
 
 
 def summarize(idata: az.InferenceData, var_names: Sequence[str] | None = None) -> NUTSSummary:
-    """R-hat (rank-normalised), bulk/tail ESS and divergences of ``var_names`` (all if ``None``)."""
-    table = az.summary(idata, var_names=None if var_names is None else list(var_names))
+    """R-hat (rank-normalised), bulk/tail ESS and divergences of ``var_names`` (all if ``None``).
+
+    Unrounded: ArviZ's default two decimals would turn an R-hat of 1.0054 into 1.01.
+    """
+    names = None if var_names is None else list(var_names)
+    table = az.summary(idata, var_names=names, round_to="none")
     diverging = np.asarray(idata.sample_stats["diverging"])
     return NUTSSummary(
         table=table,
