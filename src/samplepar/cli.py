@@ -138,6 +138,7 @@ def cmd_demand_fit(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         batch_size=args.batch_size,
         seed=args.seed,
+        guide=args.guide,
         progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=2))
@@ -194,6 +195,12 @@ def _add_demand_commands(commands) -> None:
         help="panel blocks (of up to 32 products) per step: mini-batch SVI",
     )
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument(
+        "--guide",
+        default="normal-at-mean",
+        help="normal-at-mean (default, recommended), normal (as published), lowrank, paired, "
+        "lowrank-at-mean",
+    )
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(handler=cmd_demand_fit)
     comp = demand.add_parser(
