@@ -61,6 +61,7 @@ def test_demand_simulate_then_fit(tmp_path, capsys):
     args = ["demand", "simulate", "--products", "12", "--periods", "8", "--categories", "2"]
     assert cli.main([*args, "-o", str(data)]) == 0
     assert data.is_file() and data.with_suffix(".truth.npz").is_file()
+    assert json.loads(capsys.readouterr().out)["rows"] == 96
     workdir = tmp_path / "fit"
     fit = ["demand", "fit", str(data), "--steps", "10", "--layout", "sample=2,data=4"]
     assert cli.main([*fit, "--workdir", str(workdir), "--no-progress"]) == 0
