@@ -277,6 +277,7 @@ def write_study(rng_key: jax.Array, config: StudyConfig, out_dir) -> dict:
     """Runs :func:`run_study` and writes, under ``out_dir`` (``P`` the product count):
     ``elasticities_P.png`` (:func:`plot`), ``nuts_P.nc`` (the NUTS InferenceData) and
     ``compare_P.json`` (the returned report: NUTS convergence and :func:`table`'s rows)."""
+    check_config(config)  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, idata = run_study(rng_key, config)

@@ -52,7 +52,7 @@ def _forward(effect, elasticity, cat_period, log_price, units, observed, clip):
 
     def one_chunk(_, xs):
         value, derivative = cell_terms(*xs, clip)
-        log_price = xs[3]
+        log_price = xs[3]  # this chunk's
         reductions = (
             derivative.sum(-1),
             (derivative * log_price).sum(-1),
@@ -71,17 +71,13 @@ def _block_log_likelihood(effect, elasticity, cat_period, log_price, units, obse
     return _forward(effect, elasticity, cat_period, log_price, units, observed, clip)[0]
 
 
-def _fwd(effect, elasticity, cat_period, log_price, units, observed, clip):
-    return _forward(effect, elasticity, cat_period, log_price, units, observed, clip)
-
-
 def _bwd(clip, reductions, cotangent):
     d_effect, d_elasticity, d_cat_period = reductions
     scale = cotangent[:, None]
     return scale * d_effect, scale * d_elasticity, scale * d_cat_period, None, None, None
 
 
-_block_log_likelihood.defvjp(_fwd, _bwd)
+_block_log_likelihood.defvjp(_forward, _bwd)  # the forward pass already has the residuals
 
 
 def block_log_likelihood(
