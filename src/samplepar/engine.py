@@ -110,13 +110,19 @@ def make_loss(
     def shard_loss(params, rng_key, batch, data_scale):
         indices = sp_random.local_sample_indices(samples_per_shard, SAMPLE)
         keys = sp_random.sample_keys(rng_key, indices)
+        # Marked varying here, the parameters' cotangents are summed over the devices once, at
+        # their own size; otherwise the psum lands on per-sample cotangents, S_local times larger.
+        local_params = jax.lax.pcast(params, mesh.axis_names, to="varying")
 
         def one_particle(key_and_index):
             key, index = key_and_index
             sample_batch = batch if augment_fn is None else augment_fn(rng_key, index, batch)
-            return particle_fn(params, key, sample_batch)
+            return particle_fn(local_params, key, sample_batch)
 
         log_lik, global_term = map_samples(one_particle, (keys, indices), samples_per_pass)
+        # Equal on every data shard, but computed from the varying copy: a mean of S_local
+        # scalars over ``data`` says so to shard_map.
+        global_term = jax.lax.pmean(global_term, DATA)
         kl = None if kl_fn is None else kl_fn(params)
         value, aux = reduce_objective(objective, log_lik, global_term, kl, num_samples, data_scale)
         return -value, aux
