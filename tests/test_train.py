@@ -17,6 +17,7 @@ TINY = dict(
     eval_samples=4,
     eval_batch_size=256,
     learning_rate=1e-2,
+    augment="per-sample",
     progress=False,
 )
 

