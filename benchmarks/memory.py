@@ -1,19 +1,23 @@
 """Per-device memory of the sharded training step, from XLA's own memory analysis.
 
 Workload bnn-mlp: mean-field MLP 784-512-512-10, batch 256, S = 16 weight samples. For
-sample = 1, 2, 4, 8 and data = 1, 2, 4, 8 the full step (loss, gradient, Adam update) is compiled
-and ``compiled.memory_analysis().temp_size_in_bytes`` read: the per-device temporary bytes
+sample = 1, 2, 4, 8, data = 1, 2, 4, 8 and the hybrids sample=2,data=2, sample=4,data=2 and
+sample=2,data=4 the full step (loss, gradient, Adam update) is compiled and
+``compiled.memory_analysis().temp_size_in_bytes`` read: the per-device temporary bytes
 (activations, weight samples, gradients), the part that sharding is meant to shrink.
 Target: sample = k uses at most 1.15 / k of the one-device figure.
 
     python benchmarks/memory.py [--samples 16] [--batch 256]
+
+Prints a table, writes ``benchmarks/results/memory.json`` and ``memory.png`` (per-device MiB
+against the number of devices, per strategy) and ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from _common import emit, mlp_workload, use_host_devices
+from _common import RESULTS, emit, mlp_workload, use_host_devices
 
 use_host_devices(8)
 
@@ -23,6 +27,7 @@ import optax  # noqa: E402
 from samplepar import engine, mesh, objectives  # noqa: E402
 
 TARGET = 1.15
+HYBRIDS = {"sample=2,data=2": 4, "sample=4,data=2": 8, "sample=2,data=4": 8}
 
 
 def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
@@ -44,6 +49,32 @@ def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
     }
 
 
+def plot(table: dict, hybrid: dict, path) -> None:
+    """Per-device temp MiB against the device count: sample, data, hybrids, ideal 1/k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    base = table["sample"][1]["temp"] / 2**20
+    for axis, rows in table.items():
+        ax.plot(list(rows), [r["temp"] / 2**20 for r in rows.values()], "o-", label=axis)
+    for layout, row in hybrid.items():
+        ax.plot(HYBRIDS[layout], row["temp"] / 2**20, "s", label=layout)
+    sizes = list(table["sample"])
+    ax.plot(sizes, [base / k for k in sizes], "k:", label="ideal 1/k")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("devices")
+    ax.set_ylabel("per-device temp MiB")
+    ax.set_title("bnn-mlp step, S=16, batch 256")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=16)
@@ -54,6 +85,7 @@ def main() -> None:
         axis: {k: step_bytes(f"{axis}={k}", args.samples, args.batch) for k in sizes}
         for axis in ("sample", "data")
     }
+    hybrid = {layout: step_bytes(layout, args.samples, args.batch) for layout in HYBRIDS}
     print(f"bnn-mlp 784-512-512-10, batch {args.batch}, S={args.samples}: per-device bytes")
     print(f"{'layout':<10} {'temp MiB':>10} {'x 1-device':>11} {'target':>8} {'args MiB':>9}")
     verdicts = {}
@@ -68,6 +100,11 @@ def main() -> None:
                 f"{axis}={k:<3}   {row['temp'] / 2**20:10.2f} {ratio:11.3f} {target:8.3f} "
                 f"{row['argument'] / 2**20:9.2f}"
             )
+    for layout, row in hybrid.items():
+        ratio = row["temp"] / table["sample"][1]["temp"]
+        print(f"{layout:<16} {row['temp'] / 2**20:10.2f} {ratio:5.3f}")
+    RESULTS.mkdir(exist_ok=True)
+    plot(table, hybrid, RESULTS / "memory.png")
     emit(
         "memory",
         {
@@ -77,6 +114,7 @@ def main() -> None:
             "metric": "per-device temp bytes (compiled memory analysis)",
             "sample": {str(k): v["temp"] for k, v in table["sample"].items()},
             "data": {str(k): v["temp"] for k, v in table["data"].items()},
+            "hybrid": {layout: v["temp"] for layout, v in hybrid.items()},
             "sample_within_target": verdicts,
         },
     )

@@ -96,9 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from samplepar import train
 
     layout = "sample=4,data=2" if jax.device_count() >= 8 else "sample"
-    config = train.TrainConfig(
-        model="lenet", dataset="digits", samples=16, layout=layout, epochs=args.epochs
-    )
+    config = train.demo_config(layout, args.epochs)
     print(
         f"demo: Bayesian LeNet-5 on digits, {config.samples} weight samples per step over "
         f"{jax.device_count()} devices (layout {layout}), {config.epochs} epochs"
