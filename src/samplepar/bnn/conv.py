@@ -13,6 +13,68 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
+
+_CHANNELS_LAST = lax.ConvDimensionNumbers(
+    lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
+)
+
+
+def patch_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    precision=None,
+    **options,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for 2-D channels-last convolutions, as one matmul of the
+    kernel with the input's shifted views (im2col by slicing).
+
+    Under ``vmap`` over weight samples a convolution with per-sample kernels becomes a grouped
+    convolution, which XLA's CPU backend runs slowly; this form becomes a batched matmul, and a
+    shared input's views are built once. Same result up to float32 summation order. Dilated,
+    grouped or non-channels-last convolutions go to ``lax.conv_general_dilated`` unchanged.
+    ``lhs [B, H, W, C_in]``, ``rhs [kh, kw, C_in, C_out]`` -> ``[B, H_out, W_out, C_out]``.
+    """
+    plain = (
+        lhs.ndim == 4
+        and feature_group_count == 1
+        and not options
+        and all(d == 1 for d in (lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _CHANNELS_LAST
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **options,
+        )
+    kh, kw, c_in, c_out = rhs.shape
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+    x = jnp.pad(lhs, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
+    sh, sw = window_strides
+    h_out = (x.shape[1] - kh) // sh + 1
+    w_out = (x.shape[2] - kw) // sw + 1
+    views = [
+        x[:, i : i + (h_out - 1) * sh + 1 : sh, j : j + (w_out - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(views, axis=-1)  # [B, H_out, W_out, kh * kw * C_in]
+    return jnp.dot(patches, rhs.reshape(kh * kw * c_in, c_out), precision=precision)
 
 
 def as_image(x: jax.Array) -> jax.Array:
