@@ -7,8 +7,11 @@ Compared on one device, for the same mean-field model, batch and ELBO:
 - loop: one separately jitted loss + gradient call per sample, gradients summed by a jitted add
   and averaged, the way per-sample PyTorch BNN code (e.g. bayesian-torch) computes them;
 - mapped (convolutional models): the engine's loss with ``samples_per_pass=1``, a ``lax.map``
-  over samples inside one jitted call (under ``vmap`` per-sample conv kernels become grouped
-  convolutions, which XLA's CPU backend runs slowly).
+  over samples inside one jitted call;
+- loop over XLA's convolution (convolutional models): the loop above with the model's
+  ``convolution="xla"``, the fastest per-sample form on the CPU. Our models convolve by
+  ``patch_conv`` (a matmul of shifted views), because under ``vmap`` XLA's convolution with
+  per-sample kernels becomes a grouped convolution, which XLA's CPU backend runs slowly.
 
 Both give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-10, batch 256) and
 ``bnn-lenet`` (LeNet-5 on 28x28x1, batch 128), at S = 1, 4, 16, on random inputs. The MLP's
@@ -176,10 +179,14 @@ def run(args) -> dict:
     for workload in workloads(args.quick):
         _, vectorised, loop = build(workload, jax.random.key(0))
         key = jax.random.key(7)
+        if workload["conv"]:
+            xla_options = {**workload["options"], "convolution": "xla"}
+            _, _, xla_loop = build({**workload, "options": xla_options}, jax.random.key(0))
         for num_samples in samples:
             fns = {"vec": vectorised(num_samples), "loop": loop(num_samples)}
             if workload["conv"]:
                 fns["mapped"] = vectorised(num_samples, samples_per_pass=1)
+                fns["loop_xla"] = xla_loop(num_samples)
             grads = {name: fn(key)[1] for name, fn in fns.items()}
             seconds = compare(
                 {name: lambda f=fn, k=key: f(k) for name, fn in fns.items()}, args.repeats
@@ -201,6 +208,12 @@ def run(args) -> dict:
                 row["mapped_speedup"] = seconds["loop"] / seconds["mapped"]
                 row["mapped_grad_max_rel_diff"] = max_relative_difference(
                     grads["mapped"], grads["loop"]
+                )
+                row["loop_xla_s"] = seconds["loop_xla"]
+                row["loop_xla_samples_per_s"] = num_samples / seconds["loop_xla"]
+                row["mapped_speedup_vs_loop_xla"] = seconds["loop_xla"] / seconds["mapped"]
+                row["loop_xla_grad_max_rel_diff"] = max_relative_difference(
+                    grads["loop_xla"], grads["loop"]
                 )
             if workload["model"] == "mlp":
                 hidden = list(workload["options"].get("hidden", (512, 512)))
@@ -232,6 +245,7 @@ def run(args) -> dict:
         "mlp_flop_fraction_of_matmul": largest["vectorised_flop_per_s"] / reference["plain"],
         "lenet_speedup_at_max_samples": lenet["speedup"],
         "lenet_mapped_speedup_at_max_samples": lenet["mapped_speedup"],
+        "lenet_mapped_speedup_vs_loop_xla_at_max_samples": lenet["mapped_speedup_vs_loop_xla"],
     }
 
 
@@ -240,10 +254,15 @@ def print_row(row: dict) -> None:
     flop_text = f"{flops / 1e9:9.1f}" if flops else f"{'':>9}"
     mapped = row.get("mapped_samples_per_s")
     mapped_text = f"{mapped:>10.1f} {row['mapped_speedup']:>7.2f}x" if mapped else f"{'':>19}"
+    xla_text = (
+        f"{row['loop_xla_samples_per_s']:>10.1f} {row['mapped_speedup_vs_loop_xla']:>7.2f}x"
+        if mapped
+        else f"{'':>19}"
+    )
     print(
         f"{row['workload']:<10} {row['samples']:>3} {row['vectorised_samples_per_s']:>10.1f} "
-        f"{row['loop_samples_per_s']:>10.1f} {row['speedup']:>7.2f}x {mapped_text} {flop_text} "
-        f"{row['grad_max_rel_diff']:>9.1e}",
+        f"{row['loop_samples_per_s']:>10.1f} {row['speedup']:>7.2f}x {mapped_text} {xla_text} "
+        f"{flop_text} {row['grad_max_rel_diff']:>9.1e}",
         flush=True,
     )
 
@@ -312,7 +331,8 @@ def main() -> None:
 
     print(
         f"{'workload':<10} {'S':>3} {'vec eval/s':>10} {'loop eval/s':>10} {'speedup':>8} "
-        f"{'map eval/s':>10} {'speedup':>8} {'GFLOP/s':>9} {'grad diff':>9}"
+        f"{'map eval/s':>10} {'speedup':>8} {'xla loop':>10} {'map/xla':>8} {'GFLOP/s':>9} "
+        f"{'grad diff':>9}"
     )
     result = run(args)
     ref = result["matmul_reference"]

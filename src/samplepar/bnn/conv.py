@@ -4,10 +4,13 @@ Inputs are ``[B, H, W, C]`` (or ``[B, H, W]``, one channel). Neither model keeps
 statistics: batch norm would make an example's likelihood depend on the other examples of its
 (sharded) batch and on the weight sample that last updated the statistics, breaking the exact,
 layout-independent objective. The ResNet uses GroupNorm, which normalises each example alone.
+Both convolve with :func:`patch_conv` unless given ``convolution="xla"``; the parameters are the
+same either way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -77,6 +80,16 @@ def patch_conv(
     return jnp.dot(patches, rhs.reshape(kh * kw * c_in, c_out), precision=precision)
 
 
+# How the models below convolve: ``patches`` (default; fast for per-sample kernels on the CPU) or
+# ``xla`` (``lax.conv_general_dilated``).
+CONVOLUTIONS = {"patches": patch_conv, "xla": lax.conv_general_dilated}
+
+
+def conv_layer(convolution: str):
+    """``nn.Conv`` computing with the named convolution (same parameters either way)."""
+    return functools.partial(nn.Conv, conv_general_dilated=CONVOLUTIONS[convolution])
+
+
 def as_image(x: jax.Array) -> jax.Array:
     """``[B, H, W]`` -> ``[B, H, W, 1]``; ``[B, H, W, C]`` unchanged."""
     return x[..., None] if x.ndim == 3 else x
@@ -91,13 +104,15 @@ class LeNet5(nn.Module):
     """
 
     num_outputs: int = 10
+    convolution: str = "patches"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        conv = conv_layer(self.convolution)
         x = as_image(x)
-        x = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding="SAME")(x)), (2, 2), (2, 2))
+        x = nn.max_pool(nn.relu(conv(6, (5, 5), padding="SAME")(x)), (2, 2), (2, 2))
         padding = "VALID" if min(x.shape[1:3]) >= 10 else "SAME"
-        x = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding=padding)(x)), (2, 2), (2, 2))
+        x = nn.max_pool(nn.relu(conv(16, (5, 5), padding=padding)(x)), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(120)(x))
         x = nn.relu(nn.Dense(84)(x))
@@ -110,15 +125,17 @@ class ResidualBlock(nn.Module):
     width: int
     stride: int = 1
     groups: int = 4
+    convolution: str = "patches"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        conv = conv_layer(self.convolution)
         strides = (self.stride, self.stride)
-        y = nn.Conv(self.width, (3, 3), strides, use_bias=False)(x)
+        y = conv(self.width, (3, 3), strides, use_bias=False)(x)
         y = nn.relu(nn.GroupNorm(self.groups)(y))
-        y = nn.GroupNorm(self.groups)(nn.Conv(self.width, (3, 3), use_bias=False)(y))
+        y = nn.GroupNorm(self.groups)(conv(self.width, (3, 3), use_bias=False)(y))
         if self.stride != 1 or x.shape[-1] != self.width:
-            x = nn.Conv(self.width, (1, 1), strides, use_bias=False)(x)
+            x = conv(self.width, (1, 1), strides, use_bias=False)(x)
         return nn.relu(x + y)
 
 
@@ -130,14 +147,15 @@ class ResNet(nn.Module):
     widths: Sequence[int] = (16, 32, 64)
     blocks: int = 1
     groups: int = 4
+    convolution: str = "patches"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = as_image(x)
-        x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
+        x = conv_layer(self.convolution)(self.widths[0], (3, 3), use_bias=False)(x)
         x = nn.relu(nn.GroupNorm(self.groups)(x))
         for stage, width in enumerate(self.widths):
             for block in range(self.blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(width, stride, self.groups)(x)
+                x = ResidualBlock(width, stride, self.groups, self.convolution)(x)
         return nn.Dense(self.num_outputs)(jnp.mean(x, axis=(1, 2)))

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from flax import linen as nn
 
-from samplepar.bnn.conv import LeNet5, ResNet
+from samplepar.bnn.conv import CONVOLUTIONS, LeNet5, ResNet
 from samplepar.bnn.dense import MLP, Forecaster
 from samplepar.bnn.vit import ViT
 
@@ -37,11 +37,22 @@ def _image(name, shape, options, min_size=1):
     return options
 
 
+def _convolution(name, options):
+    convolution = options.get("convolution", "patches")
+    if convolution not in CONVOLUTIONS:
+        raise ValueError(
+            f"model {name!r}: convolution={convolution!r} is unknown; choose "
+            + " or ".join(CONVOLUTIONS)
+        )
+
+
 def _lenet(name, shape, options):
+    _convolution(name, options)
     return _image(name, shape, options, min_size=4)
 
 
 def _resnet(name, shape, options):
+    _convolution(name, options)
     widths = tuple(options.get("widths", ResNet.widths))
     groups = options.get("groups", ResNet.groups)
     bad = [w for w in widths if w % groups]

@@ -1,0 +1,101 @@
+"""``patch_conv``: the convolution as a matmul of shifted views equals XLA's convolution, in value,
+gradient and under vmap over per-sample kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from samplepar.bnn import get_model
+from samplepar.bnn.conv import patch_conv
+
+CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
+
+
+def reference(x, w, strides, padding):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=CHANNELS_LAST)
+
+
+def patched(x, w, strides, padding):
+    return patch_conv(x, w, strides, padding, dimension_numbers=CHANNELS_LAST)
+
+
+CASES = [
+    ((2, 8, 8, 1), (5, 5, 1, 6), (1, 1), "SAME"),
+    ((2, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID"),
+    ((2, 9, 7, 3), (3, 3, 3, 4), (2, 2), "SAME"),
+    ((2, 8, 8, 4), (1, 1, 4, 8), (2, 2), "VALID"),
+    ((2, 6, 6, 2), (3, 3, 2, 5), (1, 2), ((2, 0), (1, 1))),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "strides", "padding"), CASES)
+def test_value_and_gradients_equal_xla_convolution(x_shape, w_shape, strides, padding):
+    x_key, w_key, t_key = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(x_key, x_shape)
+    w = jax.random.normal(w_key, w_shape)
+    expected = reference(x, w, strides, padding)
+    np.testing.assert_allclose(patched(x, w, strides, padding), expected, rtol=1e-5, atol=1e-5)
+    target = jax.random.normal(t_key, expected.shape)
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(target * conv(x, w, strides, padding))
+
+    for got, want in zip(
+        jax.grad(loss(patched), (0, 1))(x, w), jax.grad(loss(reference), (0, 1))(x, w), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_vmap_over_kernels_with_shared_and_per_sample_inputs():
+    x = jax.random.normal(jax.random.key(1), (3, 10, 10, 2))
+    kernels = jax.random.normal(jax.random.key(2), (4, 3, 3, 2, 5))
+    inputs = jax.random.normal(jax.random.key(3), (4, 3, 10, 10, 2))
+    shared = jax.vmap(patched, (None, 0, None, None))(x, kernels, (1, 1), "SAME")
+    each = jax.vmap(patched, (0, 0, None, None))(inputs, kernels, (1, 1), "SAME")
+    for s in range(4):
+        np.testing.assert_allclose(
+            shared[s], reference(x, kernels[s], (1, 1), "SAME"), rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            each[s], reference(inputs[s], kernels[s], (1, 1), "SAME"), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_dilated_and_grouped_convolutions_go_to_xla():
+    x = jax.random.normal(jax.random.key(4), (2, 9, 9, 4))
+    w = jax.random.normal(jax.random.key(5), (3, 3, 2, 4))
+    grouped = patch_conv(
+        x, w, (1, 1), "SAME", dimension_numbers=CHANNELS_LAST, feature_group_count=2
+    )
+    expected = lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=CHANNELS_LAST, feature_group_count=2
+    )
+    np.testing.assert_array_equal(grouped, expected)
+    w = jax.random.normal(jax.random.key(6), (3, 3, 4, 4))
+    dilated = patch_conv(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=CHANNELS_LAST)
+    expected = lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=CHANNELS_LAST
+    )
+    np.testing.assert_array_equal(dilated, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "options"),
+    [("lenet5", (8, 8, 1), {}), ("resnet", (8, 8, 3), {"widths": (4, 8)})],
+)
+def test_models_give_the_same_outputs_with_either_convolution(name, shape, options):
+    x = jax.random.normal(jax.random.key(7), (3, *shape))
+    patches = get_model(name, shape, 10, **options)
+    xla = get_model(name, shape, 10, convolution="xla", **options)
+    variables = patches.init(jax.random.key(8), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(xla.init(jax.random.key(8), x))
+    np.testing.assert_allclose(
+        patches.apply(variables, x), xla.apply(variables, x), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_unknown_convolution_is_refused():
+    with pytest.raises(ValueError, match="convolution='fft' is unknown; choose patches or xla"):
+        get_model("lenet5", (8, 8, 1), 10, convolution="fft")
