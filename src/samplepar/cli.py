@@ -162,7 +162,9 @@ def cmd_demand_compare(args: argparse.Namespace) -> int:
             num_warmup=args.warmup, num_samples=args.nuts_samples, num_chains=args.chains
         ),
     )
-    report = compare.write_study(jax.random.key(args.seed), config, args.out)
+    report = compare.write_study(
+        jax.random.key(args.seed), config, args.out, progress=not args.no_progress
+    )
     print(compare.format_report(report))
     print(f"written: {args.out}/compare_{args.products}.json, elasticities_{args.products}.png")
     return 0
@@ -221,6 +223,7 @@ def _add_demand_commands(commands) -> None:
     comp.add_argument("--nuts-samples", type=int, default=500, help="NUTS draws per chain")
     comp.add_argument("--chains", type=int, default=4)
     comp.add_argument("--out", default="runs/compare", help="directory for the results")
+    comp.add_argument("--no-progress", action="store_true")
     comp.set_defaults(handler=cmd_demand_compare)
 
 

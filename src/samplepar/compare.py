@@ -160,7 +160,9 @@ def study_model(panel: Panel, at_mean: bool):
     return mcmc.effect_at_mean(demand.fast_model, jnp.asarray(panel.mean_log_price))
 
 
-def run_svi(rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig) -> MethodResult:
+def run_svi(
+    rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig, progress: bool = False
+) -> MethodResult:
     """Fit one SVI method (sharded over all devices' ``data`` axis), draw, check k-hat."""
     guide_name, at_mean = SVI_METHODS[method]
     model = study_model(panel, at_mean)
@@ -179,7 +181,7 @@ def run_svi(rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig) 
         optimizer=optimizer,
         mesh=None if config.svi_layout is None else make_mesh(config.svi_layout),
     )
-    fit = svi.fit(fit_key, problem, config.svi_steps, progress_bar=False)
+    fit = svi.fit(fit_key, problem, config.svi_steps, progress_bar=progress)
     draws = svi.posterior_draws(draw_key, problem, fit.params, config.num_draws)[ELASTICITY]
     wall = time.perf_counter() - start
     full = {k: jnp.asarray(v) for k, v in panel.data.items()}
@@ -190,11 +192,18 @@ def run_svi(rng_key: jax.Array, method: str, panel: Panel, config: StudyConfig) 
     return summarize_draws(method, draws, truth, config.interval, wall, check.khat, check.message)
 
 
-def run_nuts(rng_key: jax.Array, panel: Panel, config: StudyConfig) -> tuple[MethodResult, Any]:
+def run_nuts(
+    rng_key: jax.Array, panel: Panel, config: StudyConfig, progress: bool = False
+) -> tuple[MethodResult, Any]:
     """The NUTS reference on the effect-at-mean model; (result, ArviZ InferenceData)."""
     data = {k: jnp.asarray(v) for k, v in panel.data.items()}
     idata = mcmc.run_nuts(
-        rng_key, study_model(panel, True), **data, **panel.model_kwargs, config=config.nuts
+        rng_key,
+        study_model(panel, True),
+        **data,
+        **panel.model_kwargs,
+        config=config.nuts,
+        progress_bar=progress,
     )
     summary = mcmc.summarize(idata)
     draws = np.asarray(idata.posterior[ELASTICITY]).reshape(-1, config.num_products)
@@ -209,15 +218,19 @@ def run_nuts(rng_key: jax.Array, panel: Panel, config: StudyConfig) -> tuple[Met
     return result, idata
 
 
-def run_study(rng_key: jax.Array, config: StudyConfig) -> tuple[list[MethodResult], Any]:
-    """NUTS then every SVI method of ``config`` on one panel; (results, NUTS InferenceData)."""
+def run_study(
+    rng_key: jax.Array, config: StudyConfig, progress: bool = False
+) -> tuple[list[MethodResult], Any]:
+    """NUTS then every SVI method of ``config`` on one panel; (results, NUTS InferenceData).
+    ``progress`` shows the NUTS chains' and the SVI fits' progress bars."""
     check_config(config)
     panel = simulate_panel(config)
     nuts_key, svi_key = jax.random.split(rng_key)
-    reference, idata = run_nuts(nuts_key, panel, config)
+    reference, idata = run_nuts(nuts_key, panel, config, progress)
     results = [reference]
     for i, method in enumerate(config.methods):
-        results.append(run_svi(jax.random.fold_in(svi_key, i), method, panel, config))
+        key = jax.random.fold_in(svi_key, i)
+        results.append(run_svi(key, method, panel, config, progress))
     return results, idata
 
 
@@ -273,14 +286,14 @@ def plot(results: list[MethodResult], truth: np.ndarray, path: str, prob: float 
     plt.close(fig)
 
 
-def write_study(rng_key: jax.Array, config: StudyConfig, out_dir) -> dict:
+def write_study(rng_key: jax.Array, config: StudyConfig, out_dir, progress: bool = False) -> dict:
     """Runs :func:`run_study` and writes, under ``out_dir`` (``P`` the product count):
     ``elasticities_P.png`` (:func:`plot`), ``nuts_P.nc`` (the NUTS InferenceData) and
     ``compare_P.json`` (the returned report: NUTS convergence and :func:`table`'s rows)."""
     check_config(config)  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results, idata = run_study(rng_key, config)
+    results, idata = run_study(rng_key, config, progress)
     num_products = config.num_products
     truth = simulate_panel(config).truth.product_elasticity
     plot(results, truth, str(out / f"elasticities_{num_products}.png"), config.interval)

@@ -171,12 +171,14 @@ def run_nuts(
     config: NUTSConfig | None = None,
     dims: dict[str, list[str]] | None = None,
     coords: dict[str, Any] | None = None,
+    progress_bar: bool = False,
     **model_kwargs: Any,
 ) -> az.InferenceData:
     """Sample ``model(*model_args, **model_kwargs)`` with NUTS; returns ``InferenceData``.
 
     ``idata.attrs`` records ``wall_time_s`` (sampling incl. compilation), ``chain_method`` and the
     settings. ``dims``/``coords`` name array dimensions as in :func:`arviz.from_numpyro`.
+    ``progress_bar`` shows NumPyro's bars (one per chain), off under CI.
     """
     config = NUTSConfig() if config is None else config
     check_config(config)
@@ -193,7 +195,7 @@ def run_nuts(
         num_samples=config.num_samples,
         num_chains=config.num_chains,
         chain_method=method,
-        progress_bar=False,
+        progress_bar=progress_bar,
     )
     start = time.perf_counter()
     mcmc.run(rng_key, *model_args, extra_fields=EXTRA_FIELDS, **model_kwargs)
