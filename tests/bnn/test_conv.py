@@ -1,6 +1,8 @@
 """``patch_conv``: the convolution as a matmul of shifted views equals XLA's convolution, in value,
 gradient and under vmap over per-sample kernels."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +15,13 @@ from samplepar.bnn.conv import patch_conv
 CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
 
+# Jitted whole: op by op, the gradients' many small slices and pads dispatch slowly.
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def reference(x, w, strides, padding):
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=CHANNELS_LAST)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def patched(x, w, strides, padding):
     return patch_conv(x, w, strides, padding, dimension_numbers=CHANNELS_LAST)
 
@@ -39,12 +44,11 @@ def test_value_and_gradients_equal_xla_convolution(x_shape, w_shape, strides, pa
     np.testing.assert_allclose(patched(x, w, strides, padding), expected, rtol=1e-5, atol=1e-5)
     target = jax.random.normal(t_key, expected.shape)
 
-    def loss(conv):
-        return lambda x, w: jnp.sum(target * conv(x, w, strides, padding))
+    def gradients(conv):
+        loss = lambda x, w: jnp.sum(target * conv(x, w, strides, padding))  # noqa: E731
+        return jax.jit(jax.grad(loss, (0, 1)))(x, w)
 
-    for got, want in zip(
-        jax.grad(loss(patched), (0, 1))(x, w), jax.grad(loss(reference), (0, 1))(x, w), strict=True
-    ):
+    for got, want in zip(gradients(patched), gradients(reference), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -89,10 +93,14 @@ def test_models_give_the_same_outputs_with_either_convolution(name, shape, optio
     x = jax.random.normal(jax.random.key(7), (3, *shape))
     patches = get_model(name, shape, 10, **options)
     xla = get_model(name, shape, 10, convolution="xla", **options)
-    variables = patches.init(jax.random.key(8), x)
-    assert jax.tree.structure(variables) == jax.tree.structure(xla.init(jax.random.key(8), x))
+    shapes = jax.eval_shape(patches.init, jax.random.key(8), x)
+    assert jax.tree.structure(shapes) == jax.tree.structure(
+        jax.eval_shape(xla.init, jax.random.key(8), x)
+    )
+    rng = np.random.default_rng(0)  # numpy draws: compiling flax's initialisers is slow
+    variables = jax.tree.map(lambda a: rng.normal(0, 0.3, a.shape).astype(a.dtype), shapes)
     np.testing.assert_allclose(
-        patches.apply(variables, x), xla.apply(variables, x), rtol=1e-4, atol=1e-5
+        jax.jit(patches.apply)(variables, x), jax.jit(xla.apply)(variables, x), rtol=1e-4, atol=1e-5
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from fault_runs import environment, run, steps, wait_for
 
 WORKER = [sys.executable, str(Path(__file__).with_name("svi_worker.py"))]
-NUM_STEPS = 1500
+NUM_STEPS = 600
 
 
 def _result(workdir) -> dict:
