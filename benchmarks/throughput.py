@@ -282,27 +282,14 @@ def plot(result: dict, path: Path) -> None:
     for colour, name in zip(("tab:blue", "tab:orange"), names, strict=False):
         rows = [r for r in result["rows"] if r["workload"] == name]
         s = [r["samples"] for r in rows]
-        ax_rate.plot(
-            s,
-            [r["vectorised_samples_per_s"] for r in rows],
-            "o-",
-            color=colour,
-            label=f"{name} vectorised",
-        )
-        ax_rate.plot(
-            s, [r["loop_samples_per_s"] for r in rows], "s--", color=colour, label=f"{name} loop"
-        )
-        ax_speed.plot(s, [r["speedup"] for r in rows], "o-", color=colour, label=f"{name} vmap")
-        ax_rate.plot(
-            s,
-            [r["mapped_samples_per_s"] for r in rows],
-            "^:",
-            color=colour,
-            label=f"{name} lax.map",
-        )
-        ax_speed.plot(
-            s, [r["mapped_speedup"] for r in rows], "^:", color=colour, label=f"{name} lax.map"
-        )
+        forms = (("vectorised", "speedup", "o-"), ("mapped", "mapped_speedup", "^:"))
+        for form, speedup, style in forms:
+            label = f"{name} {'vmap' if form == 'vectorised' else 'lax.map'}"
+            rates = [r[f"{form}_samples_per_s"] for r in rows]
+            ax_rate.plot(s, rates, style, color=colour, label=label)
+            ax_speed.plot(s, [r[speedup] for r in rows], style, color=colour, label=label)
+        loops = [r["loop_samples_per_s"] for r in rows]
+        ax_rate.plot(s, loops, "s--", color=colour, label=f"{name} loop")
     for ax in (ax_rate, ax_speed):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("weight samples S")
