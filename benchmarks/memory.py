@@ -51,12 +51,10 @@ def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
 
 def plot(table: dict, hybrid: dict, path) -> None:
     """Per-device temp MiB against the device count: sample, data, hybrids, ideal 1/k."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     base = table["sample"][1]["temp"] / 2**20
     for axis, rows in table.items():
         ax.plot(list(rows), [r["temp"] / 2**20 for r in rows.values()], "o-", label=axis)
@@ -72,7 +70,6 @@ def plot(table: dict, hybrid: dict, path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:

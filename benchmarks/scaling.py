@@ -108,14 +108,12 @@ def run(
 
 def plot(record: dict, path) -> None:
     """Step times on 1 and 2 processes, and efficiency / speed-up against ideal, per config."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = list(record["configs"])
     rows = [record["configs"][n] for n in names]
-    fig, (times, ratios) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    times, ratios = fig.subplots(1, 2)
     x = range(len(names))
     times.bar([i - 0.2 for i in x], [r["t1_s"] * 1e3 for r in rows], 0.4, label="1 process")
     times.bar([i + 0.2 for i in x], [r["t2_s"] * 1e3 for r in rows], 0.4, label="2 processes")
@@ -135,7 +133,6 @@ def plot(record: dict, path) -> None:
     fig.suptitle(f"{record['workload']}: 1 vs 2 processes, one core each")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
