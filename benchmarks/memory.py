@@ -5,7 +5,9 @@ sample = 1, 2, 4, 8, data = 1, 2, 4, 8 and the hybrids sample=2,data=2, sample=4
 sample=2,data=4 the full step (loss, gradient, Adam update) is compiled and
 ``compiled.memory_analysis().temp_size_in_bytes`` read: the per-device temporary bytes
 (activations, weight samples, gradients), the part that sharding is meant to shrink.
-Target: sample = k uses at most 1.15 / k of the one-device figure.
+Target: sample = k uses at most 1.15 / k of the one-device figure. A least-squares fit of
+``temp(k) = F + V / k`` on the sample axis separates what every device keeps (F: the gradient
+and optimizer temporaries, parameter-sized) from what the samples share out (V).
 
     python benchmarks/memory.py [--samples 16] [--batch 256]
 
@@ -22,6 +24,7 @@ from _common import RESULTS, emit, mlp_workload, use_host_devices
 use_host_devices(8)
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from samplepar import engine, mesh, objectives  # noqa: E402
@@ -47,6 +50,20 @@ def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
         "argument": int(analysis.argument_size_in_bytes),
         "output": int(analysis.output_size_in_bytes),
     }
+
+
+def fixed_and_sharded(rows: dict) -> tuple[float, float]:
+    """Least-squares ``(F, V)`` of ``temp(k) = F + V / k`` over the sample-axis sizes ``k``.
+
+    ``F`` is what every device holds whatever ``k`` (the replicated gradient and optimizer
+    temporaries), ``V`` what the samples share out. ``temp(k) <= TARGET / k * temp(1)`` at the
+    largest ``k`` needs ``F <= (TARGET - 1) / (k - TARGET) * V``.
+    """
+    sizes = np.array(list(rows), float)
+    temps = np.array([row["temp"] for row in rows.values()], float)
+    design = np.stack([np.ones_like(sizes), 1.0 / sizes], axis=1)
+    (fixed, shared), *_ = np.linalg.lstsq(design, temps, rcond=None)
+    return float(fixed), float(shared)
 
 
 def plot(table: dict, hybrid: dict, path) -> None:
@@ -100,6 +117,13 @@ def main() -> None:
     for layout, row in hybrid.items():
         ratio = row["temp"] / table["sample"][1]["temp"]
         print(f"{layout:<16} {row['temp'] / 2**20:10.2f} {ratio:5.3f}")
+    fixed, shared = fixed_and_sharded(table["sample"])
+    k = max(sizes)
+    allowed = (TARGET - 1) / (k - TARGET) * shared
+    print(
+        f"sample axis: temp(k) = {fixed / 2**20:.2f} MiB + {shared / 2**20:.1f} MiB / k; the "
+        f"target at k={k} allows at most {allowed / 2**20:.2f} MiB that does not shrink with k"
+    )
     RESULTS.mkdir(exist_ok=True)
     plot(table, hybrid, RESULTS / "memory.png")
     emit(
@@ -113,6 +137,8 @@ def main() -> None:
             "data": {str(k): v["temp"] for k, v in table["data"].items()},
             "hybrid": {layout: v["temp"] for layout, v in hybrid.items()},
             "sample_within_target": verdicts,
+            "sample_fit_fixed_bytes": fixed,
+            "sample_fit_shared_bytes": shared,
         },
     )
 

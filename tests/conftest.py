@@ -8,6 +8,17 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 assert jax.device_count() == 8, "tests need 8 virtual devices; was jax imported before conftest?"
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """Compiled programs are kept on disk for this test process, so a program that several tests
+    build again (the same HLO from a fresh closure) compiles once."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("compile-cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -19,6 +19,7 @@ TINY = dict(
     learning_rate=1e-2,
     augment="per-sample",
     progress=False,
+    report=False,
 )
 
 
@@ -55,6 +56,7 @@ def test_metrics_log_and_checkpoints(single_device_run):
     steps = records[-1]["step"]
     assert checkpoint.latest_step(workdir / "checkpoints") == steps
     assert int(result.state.step) == steps
+    assert not (workdir / "report.json").exists()  # report=False
 
 
 def test_resume_ends_where_the_uninterrupted_run_ends(single_device_run, tmp_path):

@@ -234,7 +234,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON or TOML file of settings (flags override it)")
     parser.add_argument("--workdir", default="runs/train", help="checkpoints, metrics, report")
     for field in dataclasses.fields(TrainConfig):
-        if field.name == "progress":
+        if field.name in ("progress", "report"):
             continue
         kind = type(getattr(defaults, field.name))
         kind = int if field.name == "samples_per_pass" else kind
@@ -244,6 +244,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             flag, dest=field.name, type=kind, default=None, help=f"default {field.default!r}"
         )
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    parser.add_argument(
+        "--no-report", dest="report", action="store_false", default=None, help="skip the plots"
+    )
 
 
 def _global_parser() -> argparse.ArgumentParser:

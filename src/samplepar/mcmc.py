@@ -253,10 +253,13 @@ def load(path: str) -> az.InferenceData:
 
 
 def _num_observed(model: Callable, model_args: tuple, model_kwargs: dict) -> int:
-    """Number of observed values in one run of ``model`` (sizes the log-likelihood group)."""
-    trace = handlers.trace(handlers.seed(model, 0)).get_trace(*model_args, **model_kwargs)
-    return sum(
-        int(np.prod(site["value"].shape))
-        for site in trace.values()
-        if site["type"] == "sample" and site["is_observed"]
-    )
+    """Number of observed values in one run of ``model`` (sizes the log-likelihood group).
+
+    The model is traced abstractly (shapes only): nothing is computed or compiled.
+    """
+
+    def observed_values():
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(*model_args, **model_kwargs)
+        return [s["value"] for s in trace.values() if s["type"] == "sample" and s["is_observed"]]
+
+    return sum(int(np.prod(value.shape)) for value in jax.eval_shape(observed_values))

@@ -317,8 +317,8 @@ def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
     ``params`` are constrained (``FitResult.params``); the guide must offer
     ``sample_posterior`` (every NumPyro autoguide does).
     """
-    draws = svi.guide.sample_posterior(rng_key, params, sample_shape=(num_draws,))
-    return {name: np.asarray(value) for name, value in draws.items()}
+    draw = jax.jit(lambda key, p: svi.guide.sample_posterior(key, p, sample_shape=(num_draws,)))
+    return {name: np.asarray(value) for name, value in draw(rng_key, params).items()}
 
 
 def to_inference_data(draws: dict, path=None) -> az.InferenceData:

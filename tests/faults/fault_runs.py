@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-# The tiniest run: a mean-field MLP on scikit-learn's digits, 2 weight samples, 2 epochs.
+# The tiniest run: a mean-field MLP on scikit-learn's digits, 2 weight samples, 2 epochs, no
+# report (its plots are tested in test_report.py and test_cli.py).
 TINY = {
     "model": "mlp",
     "dataset": "digits",
@@ -22,6 +23,7 @@ TINY = {
     "eval_samples": 2,
     "layout": "sample=2",
     "progress": False,
+    "report": False,
 }
 
 
@@ -29,8 +31,8 @@ def flags(**settings) -> list[str]:
     """``samplepar train`` flags for TINY with ``settings`` on top."""
     out = []
     for name, value in {**TINY, **settings}.items():
-        if name == "progress":
-            out += [] if value else ["--no-progress"]
+        if name in ("progress", "report"):
+            out += [] if value else ["--no-" + name]
         else:
             out += ["--" + name.replace("_", "-"), str(value)]
     return out
