@@ -14,7 +14,6 @@ jax.config.update("jax_enable_x64", False)
 assert jax.device_count() == 8, "tests need 8 virtual devices; was jax imported before conftest?"
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
     """Compiled programs are kept on disk for this test process, so a program that several tests
