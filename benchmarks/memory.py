@@ -120,9 +120,12 @@ def main() -> None:
     fixed, shared = fixed_and_sharded(table["sample"])
     k = max(sizes)
     allowed = (TARGET - 1) / (k - TARGET) * shared
+    _, params, _, _ = mlp_workload()
+    gradient = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
     print(
         f"sample axis: temp(k) = {fixed / 2**20:.2f} MiB + {shared / 2**20:.1f} MiB / k; the "
-        f"target at k={k} allows at most {allowed / 2**20:.2f} MiB that does not shrink with k"
+        f"target at k={k} allows at most {allowed / 2**20:.2f} MiB that does not shrink with k; "
+        f"the gradient every device holds (mean and scale) is {gradient / 2**20:.2f} MiB"
     )
     RESULTS.mkdir(exist_ok=True)
     plot(table, hybrid, RESULTS / "memory.png")
@@ -139,6 +142,7 @@ def main() -> None:
             "sample_within_target": verdicts,
             "sample_fit_fixed_bytes": fixed,
             "sample_fit_shared_bytes": shared,
+            "gradient_bytes": gradient,
         },
     )
 
