@@ -1,6 +1,9 @@
 """The command line, end to end with tiny settings: train, predict, demo."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -109,3 +112,27 @@ def test_demand_compare_names_an_unknown_method(tmp_path, capsys):
     assert cli.main(args) == 2
     assert "fullrank" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_compile_cache_settings():
+    settings = cli.compile_cache_settings("/c", None)
+    assert settings["jax_compilation_cache_dir"] == "/c"
+    assert settings["jax_persistent_cache_min_compile_time_secs"] == 0.0
+    assert cli.compile_cache_settings("none", None) == {}
+    assert cli.compile_cache_settings("/c", "/mine") == {}  # the user's own cache wins
+
+
+def test_compile_cache_keeps_programs_for_the_next_run(tmp_path):
+    """A fresh process configured by the CLI writes its compiled programs to the cache."""
+    cache = tmp_path / "cache"
+    script = (
+        "import sys; from samplepar import cli; "
+        "cli._configure_jax(cli._global_parser().parse_known_args(sys.argv[1:])[0]); "
+        "import jax; print(float(jax.jit(lambda x: 2 * x + 1)(3.0)))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    command = [sys.executable, "-c", script, "--compile-cache", str(cache), "--host-devices", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "7.0"
+    assert any(p.name.endswith("-cache") for p in cache.iterdir()), list(cache.iterdir())

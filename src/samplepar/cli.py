@@ -21,8 +21,41 @@ class CliError(Exception):
     """A bad argument or input, reported as one line and exit code 2."""
 
 
+COMPILE_CACHE_MAX_BYTES = 2 * 2**30  # least recently used programs are evicted beyond this
+
+
+def default_compile_cache() -> str:
+    """``$SAMPLEPAR_COMPILE_CACHE``, else ``$XDG_CACHE_HOME/samplepar/compile`` (~/.cache)."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return os.environ.get(
+        "SAMPLEPAR_COMPILE_CACHE", str(Path(cache_home) / "samplepar" / "compile")
+    )
+
+
+def compile_cache_settings(directory: str, configured: str | None) -> dict:
+    """JAX config updates for a persistent cache of every compiled program in ``directory``.
+
+    A later run loads its programs (a NumPyro model's set-up alone compiles hundreds of small
+    ones) instead of compiling them again. A cache already ``configured`` (by
+    ``JAX_COMPILATION_CACHE_DIR`` or the caller) wins: nothing is changed; ``none`` turns it off.
+    """
+    if directory.strip().lower() in ("", "none") or configured:
+        return {}
+    return {
+        "jax_compilation_cache_dir": directory,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+        "jax_compilation_cache_max_size": COMPILE_CACHE_MAX_BYTES,
+    }
+
+
 def _configure_jax(args: argparse.Namespace) -> None:
-    """Virtual CPU devices and multi-host start-up; must run before JAX starts a backend."""
+    """Virtual CPU devices, the compile cache and multi-host start-up; before JAX starts."""
+    import jax  # importing starts no backend; XLA_FLAGS below is read when one starts
+
+    settings = compile_cache_settings(args.compile_cache, jax.config.jax_compilation_cache_dir)
+    for name, value in settings.items():
+        jax.config.update(name, value)
     if args.host_devices:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (
@@ -257,6 +290,12 @@ def _global_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(os.environ.get("SAMPLEPAR_HOST_DEVICES", "8")),
         help="virtual CPU devices when running on the CPU (default 8; 0 leaves XLA's default)",
+    )
+    parser.add_argument(
+        "--compile-cache",
+        default=default_compile_cache(),
+        help="directory of compiled programs reused by later runs ('none': off); "
+        "default $SAMPLEPAR_COMPILE_CACHE or ~/.cache/samplepar/compile",
     )
     parser.add_argument("--coordinator", help="host:port of process 0 for a multi-host run")
     parser.add_argument("--num-processes", type=int, help="processes in a multi-host run")
