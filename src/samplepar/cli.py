@@ -278,7 +278,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     parser.add_argument(
-        "--no-report", dest="report", action="store_false", default=None, help="skip the plots"
+        "--no-report",
+        dest="report",
+        action="store_false",
+        default=None,
+        help="skip the report (OOD evaluation, plots, report.json)",
     )
 
 
