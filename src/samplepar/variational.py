@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from samplepar import random as sp_random
+
 PyTree = Any
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -75,7 +77,7 @@ def mean_field_normal(init_scale: float = 1e-3, prior_scale: float = 1.0) -> Fam
         for key, loc, raw in zip(keys, leaves, raw_leaves, strict=True):
             scale = jax.nn.softplus(raw)
             # drawn flat then reshaped: same numbers, far faster to compile for conv kernels
-            eps = jax.random.normal(key, (jnp.size(loc),), jnp.result_type(loc))
+            eps = sp_random.normal(key, (jnp.size(loc),), jnp.result_type(loc))
             eps = eps.reshape(jnp.shape(loc))
             draws.append(loc + scale * eps)
             log_q += jnp.sum(-0.5 * eps * eps - jnp.log(scale) - 0.5 * _LOG_2PI)
