@@ -41,7 +41,7 @@ def step_bytes(layout: str, num_samples: int, batch_size: int) -> dict:
     loss = engine.make_loss(
         particle, objectives.ELBO(), m, num_samples, dataset_size=60000, kl_fn=family.kl
     )
-    step = engine.build_step(loss, optimizer, m)
+    step = engine.build_step(loss, optimizer, m, engine.weight_sample_compiler_options(m))
     state = engine.init(params, optimizer, m)
     batch = mesh.global_batch(make_batch(batch_size), m)
     analysis = step.lower(jax.random.key(0), state, batch).compile().memory_analysis()

@@ -68,7 +68,7 @@ def worker(layout: str, num_samples: int, batch_size: int, steps: int, connected
     optimizer = optax.adam(1e-3)
     particle = engine.bayesian_particle(family, log_lik)
     loss = engine.make_loss(particle, objectives.ELBO(), m, num_samples, 60000, kl_fn=family.kl)
-    step = engine.build_step(loss, optimizer, m)
+    step = engine.build_step(loss, optimizer, m, engine.weight_sample_compiler_options(m))
     state = engine.init(params, optimizer, m)
     global_rows = make_batch(batch_size)
     rows = mesh.process_slice(batch_size, m)

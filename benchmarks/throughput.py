@@ -13,8 +13,9 @@ Compared on one device, for the same mean-field model, batch and ELBO:
   ``patch_conv`` (a matmul of shifted views), because under ``vmap`` XLA's convolution with
   per-sample kernels becomes a grouped convolution, which XLA's CPU backend runs slowly.
 
-Both give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-10, batch 256) and
-``bnn-lenet`` (LeNet-5 on 28x28x1, batch 128), at S = 1, 4, 16, on random inputs. The MLP's
+Every form is compiled with the XLA options training uses (``weight_sample_compiler_options``),
+and all give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-10, batch 256)
+and ``bnn-lenet`` (LeNet-5 on 28x28x1, batch 128), at S = 1, 4, 16, on random inputs. The MLP's
 achieved FLOP rate (matmul FLOPs of forward and backward) is compared with a plain jitted matmul
 of the first layer's size stacked over 16 samples, timed in the same run. Timings are medians
 over repeats after warm-up (at least 3, at most ``--repeats``, within a time budget), the methods
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplepar.bnn import bayesianize, get_model
-from samplepar.engine import bayesian_particle, make_loss
+from samplepar.engine import bayesian_particle, make_loss, weight_sample_compiler_options
 from samplepar.mesh import make_mesh
 from samplepar.objectives import ELBO
 from samplepar.random import sample_keys
@@ -117,6 +118,7 @@ def build(workload: dict, rng_key):
     particle = bayesian_particle(bm.family, bm.log_lik_fn)
     scale = DATASET_SIZE / batch_size
     mesh = make_mesh("none")
+    options = weight_sample_compiler_options(mesh)  # training's XLA options, for every form
 
     def vectorised(num_samples, samples_per_pass=None):
         loss = make_loss(
@@ -128,14 +130,14 @@ def build(workload: dict, rng_key):
             kl_fn=bm.family.kl,
             samples_per_pass=samples_per_pass,
         )
-        grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+        grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), compiler_options=options)
         return lambda key: grad_fn(params, key, batch)
 
     def sample_loss(params, key, batch):
         log_lik, _ = particle(params, key, batch)
         return -scale * jnp.sum(log_lik) + bm.family.kl(params)
 
-    single = jax.jit(jax.value_and_grad(sample_loss))
+    single = jax.jit(jax.value_and_grad(sample_loss), compiler_options=options)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
     average = jax.jit(lambda tree, n: jax.tree.map(lambda g: g / n, tree))
 

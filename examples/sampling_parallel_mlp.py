@@ -30,7 +30,7 @@ def main(steps: int) -> float:
         kl_fn=model.family.kl,
     )
     optimizer = optax.adam(1e-2)
-    step = sp.build_step(loss, optimizer, mesh)
+    step = sp.build_step(loss, optimizer, mesh, sp.weight_sample_compiler_options(mesh))
     state = sp.init(params, optimizer, mesh)
     loader, seed = LoaderState(), jax.random.key(1)
     for t in range(steps):

@@ -14,12 +14,12 @@ NUM_SAMPLES, DATASET_SIZE, NUM_STEPS = 8, 100, 20
 RENYI = objectives.RenyiELBO(0.5)
 
 
-def run(layout, objective=RENYI, num_steps=NUM_STEPS):
+def run(layout, objective=RENYI, num_steps=NUM_STEPS, compiler_options=None):
     family, params, particle, batch = toy_model.make()
     m = mesh.make_mesh(layout)
     optimizer = optax.adam(0.05)
     loss = engine.make_loss(particle, objective, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl)
-    step = engine.build_step(loss, optimizer, m)
+    step = engine.build_step(loss, optimizer, m, compiler_options)
     state = engine.init(params, optimizer, m)
     seed_key = jax.random.key(3)
     batch = mesh.global_batch(batch, m)
@@ -47,6 +47,20 @@ def test_trajectory_does_not_depend_on_layout(layout, reference):
     np.testing.assert_allclose(flat(state.params), ref_params, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose([float(i.loss) for i in infos], ref_losses, rtol=1e-4)
     assert int(state.step) == NUM_STEPS
+
+
+def test_weight_sample_compiler_options_keep_the_trajectory(reference):
+    m = mesh.make_mesh("sample=4,data=2")
+    options = engine.weight_sample_compiler_options(m)
+    assert options == {engine.YNN_FUSION_OPTION: "LIBRARY_FUSION_TYPE_DOT"}  # CPU devices
+    state, _, _ = run("sample=4,data=2", compiler_options=options)
+    np.testing.assert_allclose(flat(state.params), reference[0], rtol=1e-4, atol=1e-5)
+
+
+def test_weight_sample_compiler_options_defer_to_xla_flags(monkeypatch):
+    flags = f"--{engine.YNN_FUSION_OPTION}=LIBRARY_FUSION_TYPE_REDUCE"
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    assert engine.weight_sample_compiler_options(mesh.make_mesh("none")) == {}
 
 
 def test_training_reduces_the_loss(reference):

@@ -13,6 +13,7 @@ from samplepar.engine import (
     build_step,
     init,
     make_loss,
+    weight_sample_compiler_options,
 )
 from samplepar.mesh import (
     DATA,
@@ -72,4 +73,5 @@ __all__ = [
     "parse_layout",
     "sample_keys",
     "step_key",
+    "weight_sample_compiler_options",
 ]

@@ -193,7 +193,9 @@ def build(config: TrainConfig) -> Run:
         dataset=dataset,
         model=bayesian,
         mesh=mesh_,
-        step=engine.build_step(loss, optimizer, mesh_),
+        step=engine.build_step(
+            loss, optimizer, mesh_, engine.weight_sample_compiler_options(mesh_)
+        ),
         evaluate=_make_evaluate(
             bayesian, mesh_, config.eval_samples, likelihood, config.samples_per_pass
         ),

@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from jax import lax
 
 from samplepar.bnn import get_model
-from samplepar.bnn.conv import patch_conv
+from samplepar.bnn.conv import max_pool_2x2, patch_conv
 
 CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
@@ -107,3 +108,25 @@ def test_models_give_the_same_outputs_with_either_convolution(name, shape, optio
 def test_unknown_convolution_is_refused():
     with pytest.raises(ValueError, match="convolution='fft' is unknown; choose patches or xla"):
         get_model("lenet5", (8, 8, 1), 10, convolution="fft")
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (3, 9, 7, 2), (1, 28, 28, 6), (2, 1, 4, 1)])
+def test_max_pool_2x2_equals_flax_max_pool_in_value_and_gradient(shape):
+    # continuous draws: no tied maxima, where the two gradients may split differently
+    x = jax.random.normal(jax.random.key(5), shape)
+    expected = nn.max_pool(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+    target = jax.random.normal(jax.random.key(6), expected.shape)
+
+    def gradient(pool):
+        return jax.jit(jax.grad(lambda x: jnp.sum(target * pool(x))))(x)
+
+    np.testing.assert_array_equal(
+        gradient(max_pool_2x2), gradient(lambda x: nn.max_pool(x, (2, 2), (2, 2)))
+    )
+
+
+def test_max_pool_2x2_after_relu_gives_tied_zeros_no_gradient():
+    x = jnp.array([[-1.0, -2.0], [-3.0, -0.5]]).reshape(1, 2, 2, 1)
+    grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(nn.relu(x))))(x)
+    np.testing.assert_array_equal(grad, jnp.zeros_like(x))
