@@ -17,7 +17,8 @@ Every form is compiled with the XLA options training uses (``weight_sample_compi
 and all give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-10, batch 256)
 and ``bnn-lenet`` (LeNet-5 on 28x28x1, batch 128), at S = 1, 4, 16, on random inputs. The MLP's
 achieved FLOP rate (matmul FLOPs of forward and backward) is compared with a plain jitted matmul
-of the first layer's size stacked over 16 samples, timed in the same run. Timings are medians
+of the first layer's size stacked over the largest S, timed alternating with the model at every
+S (the JSON's headline figures are at the largest S). Timings are medians
 over repeats after warm-up (at least 3, at most ``--repeats``, within a time budget), the methods
 alternating so that load on a shared machine hits them alike.
 
@@ -160,9 +161,10 @@ def max_relative_difference(a, b) -> float:
     return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30)) for x, y in leaves)
 
 
-def matmul_reference(num_samples: int, batch: int, d_in: int, d_out: int, repeats: int):
-    """FLOP/s of a plain jitted matmul ``[S*B, d_in] @ [d_in, d_out]`` and of the per-sample
-    batched one ``[S, B, d_in] @ [S, d_in, d_out]`` (what a BNN layer computes)."""
+def matmul_references(num_samples: int, batch: int, d_in: int, d_out: int):
+    """``(functions, flops)``: a plain jitted matmul ``[S*B, d_in] @ [d_in, d_out]`` and the
+    per-sample batched one ``[S, B, d_in] @ [S, d_in, d_out]`` (what a BNN layer computes), as
+    argument-free calls to time beside the model, and the FLOPs of either."""
     keys = jax.random.split(jax.random.key(1), 4)
     a = jax.random.normal(keys[0], (num_samples * batch, d_in))
     b = jax.random.normal(keys[1], (d_in, d_out))
@@ -170,9 +172,8 @@ def matmul_reference(num_samples: int, batch: int, d_in: int, d_out: int, repeat
     sb = jax.random.normal(keys[3], (num_samples, d_in, d_out))
     plain = jax.jit(jnp.matmul)
     batched = jax.jit(lambda x, w: jnp.einsum("sbi,sio->sbo", x, w))
-    seconds = compare({"plain": lambda: plain(a, b), "batched": lambda: batched(sa, sb)}, repeats)
-    flops = 2 * num_samples * batch * d_in * d_out
-    return {name: flops / s for name, s in seconds.items()}
+    functions = {"matmul": lambda: plain(a, b), "batched_matmul": lambda: batched(sa, sb)}
+    return functions, 2 * num_samples * batch * d_in * d_out
 
 
 def run(args) -> dict:
@@ -181,6 +182,11 @@ def run(args) -> dict:
     for workload in workloads(args.quick):
         _, vectorised, loop = build(workload, jax.random.key(0))
         key = jax.random.key(7)
+        if workload["model"] == "mlp":
+            hidden = list(workload["options"].get("hidden", (512, 512)))
+            matmuls, matmul_flops = matmul_references(
+                max(samples), workload["batch"], 784, hidden[0]
+            )
         if workload["conv"]:
             xla_options = {**workload["options"], "convolution": "xla"}
             _, _, xla_loop = build({**workload, "options": xla_options}, jax.random.key(0))
@@ -193,9 +199,10 @@ def run(args) -> dict:
             if workload["conv"]:
                 fns["loop_xla"] = xla_loop(num_samples)
             grads = {name: fn(key)[1] for name, fn in fns.items()}
-            seconds = compare(
-                {name: lambda f=fn, k=key: f(k) for name, fn in fns.items()}, args.repeats
-            )
+            timed_fns = {name: lambda f=fn, k=key: f(k) for name, fn in fns.items()}
+            if workload["model"] == "mlp":  # timed alternating with the model, same load
+                timed_fns.update(matmuls)
+            seconds = compare(timed_fns, args.repeats)
             row = {
                 "workload": workload["name"],
                 "samples": num_samples,
@@ -221,16 +228,18 @@ def run(args) -> dict:
                     grads["loop_xla"], grads["loop"]
                 )
             if workload["model"] == "mlp":
-                hidden = list(workload["options"].get("hidden", (512, 512)))
                 flops = mlp_flops(workload["batch"], [784, *hidden, 10]) * num_samples
-                row["vectorised_flop_per_s"] = flops / seconds["vec"]
-                row["mapped_flop_per_s"] = flops / seconds["mapped"]
-                row["loop_flop_per_s"] = flops / seconds["loop"]
+                row["matmul_shape"] = [max(samples) * workload["batch"], 784, hidden[0]]
+                for form in ("vectorised", "mapped", "loop"):
+                    row[f"{form}_flop_per_s"] = flops / row[f"{form}_s"]
+                for form in ("matmul", "batched_matmul"):
+                    row[f"{form}_flop_per_s"] = matmul_flops / seconds[form]
+                for form in ("vectorised", "mapped"):
+                    row[f"{form}_fraction_of_matmul"] = (
+                        row[f"{form}_flop_per_s"] / row["matmul_flop_per_s"]
+                    )
             rows.append(row)
             print_row(row)
-    mlp = workloads(args.quick)[0]
-    hidden0 = mlp["options"].get("hidden", (512,))[0]
-    reference = matmul_reference(max(samples), mlp["batch"], 784, hidden0, args.repeats)
     largest = [r for r in rows if r["workload"] == "bnn-mlp" and r["samples"] == max(samples)][0]
     lenet = [r for r in rows if r["workload"] == "bnn-lenet" and r["samples"] == max(samples)][0]
     return {
@@ -244,12 +253,12 @@ def run(args) -> dict:
         "repeats": args.repeats,
         "rows": rows,
         "matmul_reference": {
-            "shape": [max(samples) * mlp["batch"], 784, hidden0],
-            "plain_flop_per_s": reference["plain"],
-            "batched_flop_per_s": reference["batched"],
+            "shape": largest["matmul_shape"],
+            "plain_flop_per_s": largest["matmul_flop_per_s"],
+            "batched_flop_per_s": largest["batched_matmul_flop_per_s"],
         },
-        "mlp_flop_fraction_of_matmul": largest["vectorised_flop_per_s"] / reference["plain"],
-        "mlp_mapped_flop_fraction_of_matmul": largest["mapped_flop_per_s"] / reference["plain"],
+        "mlp_flop_fraction_of_matmul": largest["vectorised_fraction_of_matmul"],
+        "mlp_mapped_flop_fraction_of_matmul": largest["mapped_fraction_of_matmul"],
         "lenet_speedup_at_max_samples": lenet["speedup"],
         "lenet_mapped_speedup_at_max_samples": lenet["mapped_speedup"],
         "lenet_mapped_speedup_vs_loop_xla_at_max_samples": lenet["mapped_speedup_vs_loop_xla"],
