@@ -22,6 +22,7 @@ trusted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any, NamedTuple
@@ -206,20 +207,26 @@ def log_ratios(
     """``[num_draws]`` importance log ratios ``log p(theta, y) - log q(theta)``, theta ~ q.
 
     ``params`` are the guide's constrained parameters. Draws are evaluated ``batch_size`` at a
-    time (memory: ``batch_size`` evaluations of the model).
+    time (memory: ``batch_size`` evaluations of the model), in one compiled program whose inputs
+    are the keyword arguments that are ``jax.Array``s (the data); the other arguments are fixed
+    into it, as an SVI step fixes them.
     """
+    data = {k: v for k, v in model_kwargs.items() if isinstance(v, jax.Array)}
+    fixed = {k: v for k, v in model_kwargs.items() if k not in data}
 
-    def one(key):
-        log_q, guide_trace = log_density(
-            handlers.seed(guide, key), model_args, model_kwargs, params
-        )
-        log_p, _ = log_density(
-            handlers.replay(model, guide_trace), model_args, model_kwargs, params
-        )
+    def one(key, params, data):
+        kwargs = {**fixed, **data}
+        log_q, guide_trace = log_density(handlers.seed(guide, key), model_args, kwargs, params)
+        log_p, _ = log_density(handlers.replay(model, guide_trace), model_args, kwargs, params)
         return log_p - log_q
 
-    keys = jax.random.split(rng_key, num_draws)
-    return jax.lax.map(one, keys, batch_size=min(batch_size, num_draws))
+    @jax.jit
+    def all_ratios(rng_key, params, data):
+        keys = jax.random.split(rng_key, num_draws)
+        per_draw = functools.partial(one, params=params, data=data)
+        return jax.lax.map(per_draw, keys, batch_size=min(batch_size, num_draws))
+
+    return all_ratios(rng_key, params, data)
 
 
 def psis_khat(
