@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 
 from samplepar import random as sp_random
@@ -113,7 +114,11 @@ def make_loss(
         keys = sp_random.sample_keys(rng_key, indices)
         # Marked varying here, the parameters' cotangents are summed over the devices once, at
         # their own size; otherwise the psum lands on per-sample cotangents, S_local times larger.
-        local_params = jax.lax.pcast(params, mesh.axis_names, to="varying")
+        # Raveled first, so that the sum is one all-reduce rather than one per leaf: between two
+        # CPU processes, 12 all-reduces of the MLP's leaves took 80 ms, one of their concatenation
+        # 20 ms.
+        flat_params, unravel = ravel_pytree(params)
+        local_params = unravel(jax.lax.pcast(flat_params, mesh.axis_names, to="varying"))
 
         def one_particle(key_and_index):
             key, index = key_and_index
