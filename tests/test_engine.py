@@ -1,5 +1,7 @@
 """The training step: layout-independent trajectories, kept shardings, one compilation."""
 
+import re
+
 import jax
 import numpy as np
 import optax
@@ -75,6 +77,21 @@ def test_state_keeps_its_sharding_and_step_compiles_once():
         assert leaf.sharding.mesh.shape == {"sample": 4, "data": 2}
     assert step._cache_size() == 1
     assert np.isfinite(float(infos[-1].grad_norm)) and float(infos[-1].grad_norm) > 0
+
+
+def test_gradient_is_summed_by_one_all_reduce():
+    family, params, particle, batch = toy_model.make()
+    m = mesh.make_mesh("sample=4,data=2")
+    optimizer = optax.adam(0.05)
+    loss = engine.make_loss(particle, RENYI, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl)
+    step = engine.build_step(loss, optimizer, m)
+    state = engine.init(params, optimizer, m)
+    key = random.step_key(jax.random.key(3), 0)
+    hlo = step.lower(key, state, mesh.global_batch(batch, m)).compile().as_text()
+    sizes = [leaf.size for leaf in jax.tree.leaves(params)]
+    all_reduces = re.findall(r"= f32\[(\d*)\]\S* all-reduce(?:-start)?\(", hlo)
+    assert all_reduces.count(str(sum(sizes))) == 1  # the raveled gradient, once
+    assert not any(int(n or 1) in sizes and int(n or 1) > 1 for n in all_reduces)  # no leaf's
 
 
 def test_step_info_splits_the_elbo():
