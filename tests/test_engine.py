@@ -16,15 +16,19 @@ NUM_SAMPLES, DATASET_SIZE, NUM_STEPS = 8, 100, 20
 RENYI = objectives.RenyiELBO(0.5)
 
 
-def run(layout, objective=RENYI, num_steps=NUM_STEPS, compiler_options=None):
+def build(layout, objective=RENYI, compiler_options=None):
+    """(step, initial state, global batch) of the toy model on ``layout``."""
     family, params, particle, batch = toy_model.make()
     m = mesh.make_mesh(layout)
     optimizer = optax.adam(0.05)
     loss = engine.make_loss(particle, objective, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl)
     step = engine.build_step(loss, optimizer, m, compiler_options)
-    state = engine.init(params, optimizer, m)
+    return step, engine.init(params, optimizer, m), mesh.global_batch(batch, m)
+
+
+def run(layout, objective=RENYI, num_steps=NUM_STEPS, compiler_options=None):
+    step, state, batch = build(layout, objective, compiler_options)
     seed_key = jax.random.key(3)
-    batch = mesh.global_batch(batch, m)
     infos = []
     for t in range(num_steps):
         state, info = step(random.step_key(seed_key, t), state, batch)
@@ -80,15 +84,10 @@ def test_state_keeps_its_sharding_and_step_compiles_once():
 
 
 def test_gradient_is_summed_by_one_all_reduce():
-    family, params, particle, batch = toy_model.make()
-    m = mesh.make_mesh("sample=4,data=2")
-    optimizer = optax.adam(0.05)
-    loss = engine.make_loss(particle, RENYI, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl)
-    step = engine.build_step(loss, optimizer, m)
-    state = engine.init(params, optimizer, m)
+    step, state, batch = build("sample=4,data=2")
     key = random.step_key(jax.random.key(3), 0)
-    hlo = step.lower(key, state, mesh.global_batch(batch, m)).compile().as_text()
-    sizes = [leaf.size for leaf in jax.tree.leaves(params)]
+    hlo = step.lower(key, state, batch).compile().as_text()
+    sizes = [leaf.size for leaf in jax.tree.leaves(state.params)]
     all_reduces = re.findall(r"= f32\[(\d*)\]\S* all-reduce(?:-start)?\(", hlo)
     assert all_reduces.count(str(sum(sizes))) == 1  # the raveled gradient, once
     assert not any(int(n or 1) in sizes and int(n or 1) > 1 for n in all_reduces)  # no leaf's
