@@ -86,6 +86,7 @@ def run_fast(problem: svi.SVI, seed_key, num_steps: int, init_params=None):
     start = time.perf_counter()
     for t in range(1, num_steps + 1):
         state, info = problem.step(sp_random.step_key(seed_key, t), state, problem.data)
+        losses[-1].block_until_ready()  # at most two steps in flight (engine.build_step)
         losses.append(info.loss)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - start

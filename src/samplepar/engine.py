@@ -184,7 +184,9 @@ def build_step(
 ):
     """A jitted ``step(rng_key, state, batch) -> (state, info)``; state stays replicated.
 
-    ``compiler_options`` are XLA's (e.g. :func:`weight_sample_compiler_options`).
+    ``compiler_options`` are XLA's (e.g. :func:`weight_sample_compiler_options`). Read each
+    step's ``info`` before dispatching the step after next: on several CPU devices, XLA's
+    collectives can deadlock when a loop queues many steps unread (see the README).
     """
 
     def step(rng_key, state: TrainState, batch) -> tuple[TrainState, StepInfo]:
