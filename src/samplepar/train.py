@@ -208,11 +208,13 @@ def evaluate_dataset(run: Run, params, config: TrainConfig, x, y) -> dict[str, A
     """Exact metrics of the model average over ``x, y`` (padded, masked batches)."""
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
     layout = mesh.layout_of(run.mesh)
-    stats = None
+    stats = previous = None
     for batch in eval_batches(x, y, config.eval_batch_size, multiple=layout.data):
         batch_stats = run.evaluate(
             params, key, mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
         )
+        jax.block_until_ready(previous)  # at most two batches in flight (engine.build_step)
+        previous = batch_stats
         stats = batch_stats if stats is None else stats.merge(batch_stats)
     return {k: np.asarray(v).tolist() for k, v in stats.compute().items()}, stats
 
