@@ -48,7 +48,8 @@ class SVI(NamedTuple):
 
     params: dict  # initial unconstrained parameters, by param site name
     init: Callable  # params -> TrainState (replicated over the mesh; ``params`` stay valid)
-    step: Callable  # (rng_key, state, data) -> (state, StepInfo); jitted, donates state
+    step: Callable  # (seed_key, state, data) -> (state, StepInfo); jitted, donates state;
+    # the step's key is ``step_key(seed_key, state.step)``, drawn on device
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
     subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
     data: PyTree  # (arrays, mask [N_padded]) sharded over ``data``
@@ -244,10 +245,17 @@ def build(
             data = subsample(data_key, data)
         return loss(params, rng_key, data)
 
+    engine_step = engine.build_step(step_loss, optimizer, mesh)
+
+    def step(seed_key, state, data):
+        # The step key is drawn inside the program: an eager fold_in per step and its copy to
+        # every device made a demand-small step on 2 CPU cores 12.2 ms instead of 11.7.
+        return engine_step(sp_random.step_key(seed_key, state.step), state, data)
+
     return SVI(
         params=params,
         init=lambda p: engine.init(jax.tree.map(jnp.copy, p), optimizer, mesh),
-        step=engine.build_step(step_loss, optimizer, mesh),
+        step=jax.jit(step, donate_argnums=(1,)),
         loss=loss,
         subsample=subsample,
         data=device_data,
@@ -278,6 +286,7 @@ def fit(
         state = checkpoint.restore(checkpoint_dir, start, state)
         losses = list(checkpoint.restore_meta(checkpoint_dir, start)["losses"])
     first = int(state.step)
+    seed_key = jax.device_put(seed_key, state.step.sharding)  # replicated once, not per step
     bar = progress.bar(num_steps, first, "svi", enabled=progress_bar)
     smoothed = progress.Smoothed()
     pending = None  # step t-1's info, read after step t is dispatched
@@ -296,7 +305,7 @@ def fit(
         bar.set_postfix(loss=f"{smoothed.mean:.4g}", refresh=False)
 
     for t in range(first, num_steps):
-        state, info = svi.step(sp_random.step_key(seed_key, t), state, svi.data)
+        state, info = svi.step(seed_key, state, svi.data)  # key: step_key(seed_key, t)
         if pending is not None:
             record(pending)
         pending = info
