@@ -121,7 +121,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--layout", default="data", help="mesh layout of the fast path")
     parser.add_argument(
         "--batch-fractions",
-        default="0.25,0.5",
+        type=lambda text: [float(f) for f in text.split(",") if f],
+        default=[0.25, 0.5],
         help="mini-batch sizes to time, as fractions of the panel's blocks (comma-separated)",
     )
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "demand.json"))
@@ -161,7 +162,7 @@ def main(argv=None) -> dict:
     fast_its, _, _ = run_fast(problem, seed_key, steps)
     num_blocks, data_shards = len(panel_data["product"]), dict(mesh.shape)["data"]
     minibatch = []
-    for fraction in map(float, args.batch_fractions.split(",") if args.batch_fractions else []):
+    for fraction in args.batch_fractions:
         batch_blocks = max(1, round(fraction * num_blocks / data_shards)) * data_shards
         its, _, _ = run_fast(build(batch_blocks), seed_key, steps)
         obs_per_step = batch_blocks * num_obs / num_blocks  # expected: blocks drawn uniformly
