@@ -24,7 +24,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -330,8 +329,10 @@ def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
     return {name: np.asarray(value) for name, value in draw(rng_key, params).items()}
 
 
-def to_inference_data(draws: dict, path=None) -> az.InferenceData:
+def to_inference_data(draws: dict, path=None):
     """ArviZ InferenceData of guide draws (one chain); written to netCDF at ``path`` if given."""
+    import arviz as az  # 1 s to import: only here, not for every process that fits
+
     data = az.from_dict(posterior={name: value[None] for name, value in draws.items()})
     if path is not None:
         data.to_netcdf(str(path))

@@ -1,0 +1,36 @@
+"""The package's top level: every exported name resolves, and importing loads only what is used."""
+
+import subprocess
+import sys
+
+import pytest
+
+import samplepar
+
+
+def test_every_exported_name_resolves_to_its_module_object():
+    from samplepar import engine, mesh, objectives
+
+    assert samplepar.make_mesh is mesh.make_mesh
+    assert samplepar.build_step is engine.build_step
+    assert samplepar.RenyiELBO is objectives.RenyiELBO
+    assert all(getattr(samplepar, name) is not None for name in samplepar.__all__)
+    assert set(samplepar.__all__) <= set(dir(samplepar))
+
+
+def test_unknown_name_raises_attribute_error_naming_it():
+    with pytest.raises(AttributeError, match="no_such_name"):
+        samplepar.no_such_name  # noqa: B018
+
+
+def test_command_line_and_svi_do_not_import_flax_scipy_stats_or_arviz():
+    script = (
+        "import sys, samplepar.cli, samplepar.svi, samplepar.models\n"
+        "heavy = [m for m in ('flax', 'scipy.stats', 'arviz', 'matplotlib') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
