@@ -21,6 +21,7 @@ import pandas as pd
 from samplepar import checkpoint, compare, guides, mcmc, mesh, objectives, preflight, svi
 from samplepar.models import demand_data
 from samplepar.models.demand import fast_inputs, fast_model
+from samplepar.progress import status
 
 
 def simulate_to_file(path, products: int, periods: int, categories: int, seed: int) -> dict:
@@ -67,6 +68,12 @@ def fit_file(
     model = fast_model
     if at_mean:
         model = mcmc.effect_at_mean(fast_model, demand_data.mean_log_price(obs))
+    status(
+        f"{len(table)} rows ({len(obs.product_category)} products x {len(obs.encoding.periods)} "
+        f"periods): setting up guide {guide!r} and compiling the step on layout {layout!r} "
+        "(tens of seconds on a first run; the command line's compile cache keeps the programs)",
+        progress,
+    )
     problem = svi.build(
         jax.random.fold_in(key, 0),
         model,

@@ -23,6 +23,12 @@ class Smoothed(NamedTuple):
         return self.value / self.weight if self.weight else math.nan
 
 
+def status(message: str, enabled: bool = True) -> None:
+    """One line on stderr before work that shows no bar yet (loading, set-up, compiling)."""
+    if enabled:
+        print(f"samplepar: {message}", file=sys.stderr, flush=True)
+
+
 def bar(total: int, initial: int = 0, description: str = "", enabled: bool = True) -> tqdm:
     """A progress bar over steps; rate shown in it/s. Disabled bars print nothing."""
     return tqdm(
