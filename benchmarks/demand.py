@@ -7,7 +7,10 @@
 (a) reference: the published formulation fitted by NumPyro's ``SVI.run`` (one compiled scan),
 see ``reference_demand.py``; (b) fast path: the panel formulation under samplepar's sharded SVI
 on every local device (one per CPU core unless XLA_FLAGS says otherwise). Both: AutoNormal,
-Renyi ELBO with 4 particles, AdamW with exponential decay. Each step time is also given as a
+Renyi ELBO with 4 particles, AdamW with exponential decay. The paths are timed in ``--rounds``
+alternating rounds (fast path, its mini-batches, reference) and each figure is the median of
+its rounds, so that the machine's drift reaches all of them alike; the JSON keeps every round.
+Each step time is also given as a
 multiple of one fused exp pass over the step's particle-observations (4 x N), timed in the same
 run: the floor of a step that must evaluate every rate. Mini-batch SVI (blocks drawn on device
 each step, ``--batch-fractions`` of the panel) is timed on the same path and compared per
@@ -115,8 +118,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["small", "medium", "large"], default="small")
     parser.add_argument("--quick", action="store_true", help="a tiny panel (seconds)")
-    parser.add_argument("--steps", type=int, default=None, help="timed fast-path steps")
-    parser.add_argument("--reference-steps", type=int, default=None, help="timed NumPyro steps")
+    parser.add_argument("--steps", type=int, default=None, help="timed fast-path steps a round")
+    parser.add_argument(
+        "--reference-steps", type=int, default=None, help="timed NumPyro steps a round"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--learn-steps", type=int, default=None, help="steps of the learning check")
     parser.add_argument("--layout", default="data", help="mesh layout of the fast path")
     parser.add_argument(
@@ -130,8 +136,8 @@ def main(argv=None) -> dict:
     size = "quick" if args.quick else args.size
     num_products, num_periods, num_categories = SIZES[size]
     scale = {"quick": 1, "small": 1, "medium": 10, "large": 100}[size]
-    steps = args.steps or max(20, 300 // scale)
-    reference_steps = args.reference_steps or max(3, 30 // scale)
+    steps = args.steps or max(20, 60 // scale)
+    reference_steps = args.reference_steps or max(3, 10 // scale)
     learn_steps = args.learn_steps or (100 if size == "quick" else max(30, 300 // scale))
 
     table, truth = simulate(0, num_products, num_periods, num_categories)
@@ -157,29 +163,45 @@ def main(argv=None) -> dict:
     problem = build()
     init_constrained = problem.constrain(problem.params)
     seed_key = jax.random.key(1)
-
-    exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
-    fast_its, _, _ = run_fast(problem, seed_key, steps)
     num_blocks, data_shards = len(panel_data["product"]), dict(mesh.shape)["data"]
+    batch_blocks = [
+        max(1, round(fraction * num_blocks / data_shards)) * data_shards
+        for fraction in args.batch_fractions
+    ]
+    minibatch_problems = [build(blocks) for blocks in batch_blocks]
+    reference = reference_demand.make_svi(NUM_PARTICLES, svi.default_optimizer(LEARNING_RATE))
+    reference_round = reference_demand.round_timer(
+        reference, jax.random.key(1), reference_steps, data, model_kwargs, init_constrained
+    )
+
+    # Rounds alternate between the paths, so that the machine's drift (timings here wander by
+    # 10 to 20% from minute to minute) reaches every figure alike; medians are reported.
+    exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
+    rounds = {"fast": [], "reference": [], "minibatch": [[] for _ in batch_blocks]}
+    for _ in range(args.rounds):
+        rounds["fast"].append(run_fast(problem, seed_key, steps)[0])
+        for times, minibatch_problem in zip(rounds["minibatch"], minibatch_problems, strict=True):
+            times.append(run_fast(minibatch_problem, seed_key, steps)[0])
+        rounds["reference"].append(reference_round())
+    exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
+    fast_its = float(np.median(rounds["fast"]))
+    reference_its = float(np.median(rounds["reference"]))
     minibatch = []
-    for fraction in args.batch_fractions:
-        batch_blocks = max(1, round(fraction * num_blocks / data_shards)) * data_shards
-        its, _, _ = run_fast(build(batch_blocks), seed_key, steps)
-        obs_per_step = batch_blocks * num_obs / num_blocks  # expected: blocks drawn uniformly
+    for fraction, blocks, times in zip(
+        args.batch_fractions, batch_blocks, rounds["minibatch"], strict=True
+    ):
+        its = float(np.median(times))
+        obs_per_step = blocks * num_obs / num_blocks  # expected: blocks drawn uniformly
         minibatch.append(
             {
                 "fraction": fraction,
-                "batch_blocks": batch_blocks,
+                "batch_blocks": blocks,
                 "it_per_s": its,
+                "it_per_s_rounds": times,
                 "obs_per_s": its * obs_per_step,
                 "obs_per_s_vs_full_batch": its * obs_per_step / (fast_its * num_obs),
             }
         )
-    reference = reference_demand.make_svi(NUM_PARTICLES, svi.default_optimizer(LEARNING_RATE))
-    reference_its = reference_demand.steps_per_second(
-        reference, jax.random.key(1), reference_steps, data, model_kwargs, init_constrained
-    )
-    exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
 
     reference_run, _ = reference_demand.run(
         reference, jax.random.key(1), learn_steps, data, model_kwargs, init_constrained
@@ -197,9 +219,15 @@ def main(argv=None) -> dict:
         "devices": jax.device_count(),
         "layout": str(dict(mesh.shape)),
         "particles": NUM_PARTICLES,
+        "rounds": args.rounds,
         "reference_it_per_s": reference_its,
         "fast_it_per_s": fast_its,
         "speedup": fast_its / reference_its,
+        "reference_it_per_s_rounds": rounds["reference"],
+        "fast_it_per_s_rounds": rounds["fast"],
+        "speedup_per_round": [
+            f / r for f, r in zip(rounds["fast"], rounds["reference"], strict=True)
+        ],
         "exp_pass_ms": 1e3 * exp_seconds,
         "reference_step_in_exp_passes": 1.0 / reference_its / exp_seconds,
         "fast_step_in_exp_passes": 1.0 / fast_its / exp_seconds,
@@ -239,7 +267,11 @@ def main(argv=None) -> dict:
     )
     for row in rows:
         print(f"{row[0]:<28}{row[1]:>22}{row[2]:>24}")
-    print(f"speed-up per iteration: {result['speedup']:.1f}x")
+    spread = result["speedup_per_round"]
+    print(
+        f"speed-up per iteration: {result['speedup']:.1f}x (median it/s of {args.rounds} rounds; "
+        f"per round {min(spread):.1f}x to {max(spread):.1f}x)"
+    )
     for row in minibatch:
         print(
             f"mini-batch {row['fraction']:.2f} of {num_blocks} blocks: {row['it_per_s']:.1f} it/s, "
