@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from samplepar import checkpoint, engine, mesh, objectives, preflight, progress, report
+from samplepar import checkpoint, engine, mesh, objectives, preflight, progress
 from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
 from samplepar.bnn.predictive import sample_outputs
@@ -312,5 +312,7 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
         )
         pending = {f"test_{k}": v for k, v in metrics.items()}
     if config.report:
+        from samplepar import report  # matplotlib, pandas: only for runs that write a report
+
         report.report_run(run, state.params, config, workdir, test_stats)
     return TrainResult(state, run, pending)

@@ -8,11 +8,14 @@ series is standardised with the mean and standard deviation of the training peri
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from samplepar.data.base import DataError, Dataset, MissingDataError
+
+if TYPE_CHECKING:  # pandas is imported where a CSV is read: it costs every process 0.5 s
+    import pandas as pd
 
 CSV_HEADER_LINES = 1
 
@@ -25,6 +28,8 @@ def _column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 def _numeric(values: pd.Series, column: str, path: Path) -> np.ndarray:
     """float64 values; raises naming the first row (CSV line) that is not a finite number."""
+    import pandas as pd
+
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(numbers))
     if bad.size:
@@ -38,6 +43,8 @@ def _numeric(values: pd.Series, column: str, path: Path) -> np.ndarray:
 
 def _order(frame: pd.DataFrame, time_column: str, path: Path) -> np.ndarray:
     """Row order by time (numbers, else dates); raises on bad or repeated times, naming the row."""
+    import pandas as pd
+
     raw = _column(frame, time_column, path)
     times = pd.to_numeric(raw, errors="coerce")
     if times.isna().any():
@@ -87,6 +94,8 @@ def csv_series(
         raise ValueError(f"series: test_fraction must lie in (0, 1), got {test_fraction}")
     if not path.is_file():
         raise MissingDataError(f"series: CSV file {str(path)!r} does not exist")
+    import pandas as pd
+
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     values = _numeric(_column(frame, value_column, path), value_column, path)
     if time_column is not None:
