@@ -24,20 +24,6 @@ def test_digits_default_is_a_fixed_stratified_split():
     assert not np.array_equal(other.y_test, a.y_test)
 
 
-def test_digits_are_scikit_learns_digits_split_without_overlap():
-    from sklearn.datasets import load_digits
-
-    data, bunch = load_dataset("digits", test_fraction=0.3), load_digits()
-    images = np.concatenate([data.x_train, data.x_test])[..., 0]
-    labels = np.concatenate([data.y_train, data.y_test])
-    order = np.lexsort(images.reshape(len(images), -1).T)  # rows matched by pixel values
-    reference = np.lexsort(bunch.images.reshape(len(images), -1).T)
-    expected = (bunch.images / 16.0).astype(np.float32)
-    np.testing.assert_array_equal(images[order], expected[reference])
-    np.testing.assert_array_equal(labels[order], bunch.target[reference])
-    assert len(data.x_test) == sum(round(0.3 * n) for n in np.bincount(bunch.target))
-
-
 def test_mnist1d_is_deterministic_balanced_and_learnable_but_not_linear():
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
