@@ -23,9 +23,9 @@ def test_unknown_name_raises_attribute_error_naming_it():
         samplepar.no_such_name  # noqa: B018
 
 
-def test_command_line_and_svi_do_not_import_flax_scipy_stats_or_arviz():
+def test_command_line_svi_and_demand_fit_do_not_import_flax_scipy_stats_or_arviz():
     script = (
-        "import sys, samplepar.cli, samplepar.svi, samplepar.models\n"
+        "import sys, samplepar.cli, samplepar.svi, samplepar.models, samplepar.demand\n"
         "heavy = [m for m in ('flax', 'scipy.stats', 'arviz', 'matplotlib') if m in sys.modules]\n"
         "print(heavy)\n"
     )

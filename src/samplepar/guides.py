@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -262,6 +261,8 @@ def psis_khat(
             f"{bad} of {num_draws} guide draws have a non-finite model density: the guide puts "
             "mass where the model has none; do not trust it.",
         )
+    import arviz as az  # 1.5 s to import: only where k-hat is computed
+
     _, khat = az.psislw(ratios)
     khat = float(khat)
     return KHat(khat, ratios, khat <= KHAT_BAD, khat_message(khat))

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import jax
 import numpy as np
 import numpyro
@@ -28,6 +27,9 @@ from numpyro import handlers
 from numpyro.distributions.transforms import AffineTransform
 from numpyro.infer import MCMC, NUTS, init_to_median, init_to_sample, init_to_uniform
 from numpyro.infer.reparam import LocScaleReparam, Reparam
+
+if TYPE_CHECKING:  # ArviZ takes 1.5 s to import: only where draws become InferenceData
+    import arviz as az
 
 EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "potential_energy", "energy")
 INIT_STRATEGIES = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}
@@ -204,6 +206,8 @@ def run_nuts(
 
     num_obs = _num_observed(model, model_args, model_kwargs)
     keep_log_lik = config.num_chains * config.num_samples * num_obs
+    import arviz as az
+
     idata = az.from_numpyro(
         mcmc,
         log_likelihood=keep_log_lik <= config.max_log_likelihood_values,
@@ -227,6 +231,8 @@ def summarize(idata: az.InferenceData, var_names: Sequence[str] | None = None) -
 
     Unrounded: ArviZ's default two decimals would turn an R-hat of 1.0054 into 1.01.
     """
+    import arviz as az
+
     names = None if var_names is None else list(var_names)
     table = az.summary(idata, var_names=names, round_to="none")
     diverging = np.asarray(idata.sample_stats["diverging"])
@@ -249,6 +255,8 @@ def save(idata: az.InferenceData, path: str) -> None:
 
 def load(path: str) -> az.InferenceData:
     """Read an ``InferenceData`` written by :func:`save`."""
+    import arviz as az
+
     return az.from_netcdf(path, engine="h5netcdf")
 
 
