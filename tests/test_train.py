@@ -1,12 +1,15 @@
 """The BNN training loop: layout-independent runs, exact resume, metrics log, config guard."""
 
+import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from samplepar import checkpoint, train
+from samplepar.data.loader import LoaderState
 
 TINY = dict(
     model="mlp",
@@ -34,16 +37,36 @@ def single_device_run(tmp_path_factory):
     return workdir, result
 
 
-def test_hybrid_layout_follows_the_single_device_run(single_device_run, tmp_path):
-    _, reference = single_device_run
-    config = train.TrainConfig(layout="sample=2,data=2", **{**TINY, "epochs": 2})
-    result = train.train(config, tmp_path)
-    np.testing.assert_allclose(
-        flat(result.state.params), flat(reference.state.params), rtol=1e-4, atol=1e-5
+def test_every_hybrid_step_equals_the_single_device_step():
+    """Two epochs on one device; at each step, ``sample=4,data=2`` from the same state agrees.
+
+    Whole runs are not compared parameter by parameter: a ReLU unit at its kink turns a
+    rounding-level gradient difference into a step-sized one, after which two layouts follow
+    different (equally good) trajectories. ``tests/test_demo.py`` compares their final metrics.
+    """
+    config = train.TrainConfig(layout="none", **{**TINY, "epochs": 2})
+    single, hybrid = (
+        train.build(config),
+        train.build(dataclasses.replace(config, layout="sample=4,data=2")),
     )
-    assert result.metrics["test_accuracy"] == pytest.approx(
-        reference.metrics["test_accuracy"], abs=1 / 450
-    )
+    replicated = NamedSharding(hybrid.mesh, PartitionSpec())
+    state, loader = single.state, LoaderState()
+    for step in range(config.epochs * single.steps_per_epoch):
+        # The hybrid layout's own copy of the state (a step donates its input).
+        hybrid_state = jax.tree.map(lambda x: jax.device_put(np.asarray(x), replicated), state)
+        key, batch, next_loader = train.step_inputs(single, config, loader, step)
+        state, info = single.step(key, state, batch)
+        _, hybrid_batch, _ = train.step_inputs(hybrid, config, loader, step)
+        hybrid_state, hybrid_info = hybrid.step(key, hybrid_state, hybrid_batch)
+        loader = next_loader
+        assert float(hybrid_info.loss) == pytest.approx(float(info.loss), rel=1e-5)
+        np.testing.assert_allclose(
+            flat(hybrid_state.params),
+            flat(state.params),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=f"step {step}",
+        )
 
 
 def test_metrics_log_and_checkpoints(single_device_run):

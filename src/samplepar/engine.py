@@ -129,7 +129,10 @@ def make_loss(
         # Equal on every data shard, but computed from the varying copy: a mean of S_local
         # scalars over ``data`` says so to shard_map.
         global_term = jax.lax.pmean(global_term, DATA)
-        kl = None if kl_fn is None else kl_fn(params)
+        # From the varying copy too, so that the KL's gradient joins the one all-reduce of the
+        # data term's instead of being added to it afterwards, where its parameter-sized
+        # temporaries sat on top of the optimizer's at the step's memory peak.
+        kl = None if kl_fn is None else jax.lax.pmean(kl_fn(local_params), mesh.axis_names)
         value, aux = reduce_objective(objective, log_lik, global_term, kl, num_samples, data_scale)
         return -value, aux
 

@@ -219,6 +219,14 @@ def evaluate_dataset(run: Run, params, config: TrainConfig, x, y) -> dict[str, A
     return {k: np.asarray(v).tolist() for k, v in stats.compute().items()}, stats
 
 
+def step_inputs(run: Run, config: TrainConfig, loader: LoaderState, step: int):
+    """``(rng_key, global_batch, next_loader)`` of training step ``step`` from ``loader``."""
+    arrays = (run.dataset.x_train, run.dataset.y_train)
+    batch, next_loader = next_batch(arrays, loader, config.batch_size, config.seed)
+    global_batch = mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
+    return sp_random.step_key(jax.random.key(config.seed), step), global_batch, next_loader
+
+
 def _write_jsonl(path: Path, record: dict) -> None:
     if jax.process_index() == 0:
         with path.open("a") as handle:
@@ -261,8 +269,6 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
         meta = checkpoint.restore_meta(ckpt_dir, latest)
         loader, step = LoaderState(*meta["loader"]), int(meta["step"])
     total = config.epochs * run.steps_per_epoch
-    seed_key = jax.random.key(config.seed)
-    arrays = (run.dataset.x_train, run.dataset.y_train)
     n_train = len(run.dataset.x_train)
     metrics_path = workdir / "metrics.jsonl"
     _drop_records_after(metrics_path, step)
@@ -271,9 +277,8 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
     started = epoch_started = time.perf_counter()
     pending = None
     while step < total:
-        batch, next_loader = next_batch(arrays, loader, config.batch_size, config.seed)
-        global_batch = mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
-        new_state, info = run.step(sp_random.step_key(seed_key, step), state, global_batch)
+        key, global_batch, next_loader = step_inputs(run, config, loader, step)
+        new_state, info = run.step(key, state, global_batch)
         loss = float(info.loss) / n_train
         if not math.isfinite(loss):
             bar.close()
