@@ -2,7 +2,9 @@
 
 Workload bnn-mlp (mean-field MLP 784-512-512-10). Each configuration runs as 1 and as 2
 processes, every process pinned to its own core with one XLA thread, and times the training step
-(median over timed steps, after compilation and warm-up):
+(median over timed steps, after compilation and warm-up), in ``--rounds`` rounds alternating the
+1- and the 2-process run (medians reported, every round in the JSON: from minute to minute the
+same run on this machine varies by 10 to 20%):
 
 - sample, weak:   1 process S=8,  2 processes S=16 on sample=2 (S grows with the devices);
 - sample, strong: S=16 on 1 process and on 2 processes (sample=2);
@@ -20,7 +22,7 @@ run can reach on this machine (shared caches, memory bandwidth, hyperthreads); t
 with the same work per process are also given relative to it.
 Target: sample weak efficiency at least 0.90.
 
-    python benchmarks/scaling.py [--steps 20] [--only sample-weak ...]
+    python benchmarks/scaling.py [--steps 20] [--rounds 3] [--only sample-weak ...]
 
 Prints a table, writes ``benchmarks/results/scaling.json`` and ``scaling.png`` (time per step of
 each configuration on 1 and 2 processes, and the efficiencies and speed-ups against ideal).
@@ -143,6 +145,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--only", choices=sorted(CONFIGS), nargs="*")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating 1- and 2-process runs per config"
+    )
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import RESULTS, emit
@@ -163,11 +168,21 @@ def main() -> None:
     print(f"{'config':<14} {'t(1) ms':>9} {'t(2) ms':>9} {'ratio':>7}")
     for name in args.only or CONFIGS:
         layout, s1, s2, b1, b2, devices = CONFIGS[name]
-        t1 = run("none", 1, s1, b1, args.steps)
-        t2 = run(layout, 2, s2, b2, args.steps, devices)
+        t1_rounds, t2_rounds = [], []
+        for _ in range(args.rounds):  # alternating, as the control
+            t1_rounds.append(run("none", 1, s1, b1, args.steps))
+            t2_rounds.append(run(layout, 2, s2, b2, args.steps, devices))
+        t1, t2 = statistics.median(t1_rounds), statistics.median(t2_rounds)
         ratio = t1 / t2
         kind = "efficiency" if name.endswith("weak") else "speedup"
-        record["configs"][name] = {"layout": layout, "t1_s": t1, "t2_s": t2, kind: ratio}
+        record["configs"][name] = {
+            "layout": layout,
+            "t1_s": t1,
+            "t2_s": t2,
+            kind: ratio,
+            "t1_s_rounds": t1_rounds,
+            "t2_s_rounds": t2_rounds,
+        }
         if kind == "efficiency" and (s1, b1) == (control_samples, control_batch):
             record["configs"][name]["efficiency_vs_control"] = control / t2
         print(f"{name:<14} {t1 * 1e3:9.1f} {t2 * 1e3:9.1f} {ratio:7.3f}")
