@@ -125,6 +125,7 @@ class Run(NamedTuple):
     evaluate: Any
     state: engine.TrainState
     steps_per_epoch: int
+    seed_key: jax.Array  # jax.random.key(config.seed): steps' keys fold into it
 
 
 def _augment_fn(config: TrainConfig):
@@ -201,6 +202,7 @@ def build(config: TrainConfig) -> Run:
         ),
         state=engine.init(params, optimizer, mesh_),
         steps_per_epoch=steps_per_epoch,
+        seed_key=seed_key,
     )
 
 
@@ -224,7 +226,7 @@ def step_inputs(run: Run, config: TrainConfig, loader: LoaderState, step: int):
     arrays = (run.dataset.x_train, run.dataset.y_train)
     batch, next_loader = next_batch(arrays, loader, config.batch_size, config.seed)
     global_batch = mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
-    return sp_random.step_key(jax.random.key(config.seed), step), global_batch, next_loader
+    return sp_random.step_key(run.seed_key, step), global_batch, next_loader
 
 
 def _write_jsonl(path: Path, record: dict) -> None:
