@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from samplepar import train
-from samplepar.host import keep_freed_memory
+from samplepar.host import prepare_process
 from samplepar.report import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -127,7 +127,7 @@ def plot(runs: list[dict], base: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    keep_freed_memory()  # as the command line does: see samplepar.host
+    prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     parser.add_argument("--model", default="lenet")

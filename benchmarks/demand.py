@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_demand  # noqa: E402
 
 from samplepar import svi  # noqa: E402
-from samplepar.host import keep_freed_memory  # noqa: E402
+from samplepar.host import prepare_process  # noqa: E402
 from samplepar.mesh import make_mesh  # noqa: E402
 from samplepar.models import (  # noqa: E402
     fast_inputs,
@@ -116,7 +116,7 @@ def elasticity_correlation(guide, params: dict, truth) -> float:
 
 
 def main(argv=None) -> dict:
-    keep_freed_memory()  # as the command line does: see samplepar.host
+    prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["small", "medium", "large"], default="small")
     parser.add_argument("--quick", action="store_true", help="a tiny panel (seconds)")

@@ -57,9 +57,9 @@ def worker(layout: str, num_samples: int, batch_size: int, steps: int, connected
     from _common import median_seconds, mlp_workload
 
     from samplepar import distributed
-    from samplepar.host import keep_freed_memory
+    from samplepar.host import prepare_process
 
-    keep_freed_memory()  # as the command line does: see samplepar.host
+    prepare_process()  # as the command line does: see samplepar.host
 
     if connected:
         distributed.initialize()

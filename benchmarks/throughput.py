@@ -44,7 +44,7 @@ import numpy as np
 
 from samplepar.bnn import bayesianize, get_model
 from samplepar.engine import bayesian_particle, make_loss, weight_sample_compiler_options
-from samplepar.host import keep_freed_memory
+from samplepar.host import prepare_process
 from samplepar.mesh import make_mesh
 from samplepar.objectives import ELBO
 from samplepar.random import sample_keys
@@ -321,7 +321,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    keep_freed_memory()  # as the command line does: see samplepar.host
+    prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a seconds-long run")
     parser.add_argument("--samples", default=None, help="comma-separated S (default 1,4,16)")

@@ -41,9 +41,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    from samplepar.host import keep_freed_memory
+    from samplepar.host import prepare_process
 
-    keep_freed_memory()  # as the command line does: see samplepar.host
+    prepare_process()  # as the command line does: see samplepar.host
     args = parse_args(argv)
     flag = f"--xla_force_host_platform_device_count={args.devices}"
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()

@@ -15,7 +15,10 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from samplepar.random import unroll_threefry_on_cpu  # noqa: E402
+
 jax.config.update("jax_enable_x64", False)
+unroll_threefry_on_cpu()  # as the command line does (see samplepar.host.prepare_process)
 assert jax.device_count() == 8, "tests need 8 virtual devices; was jax imported before conftest?"
 
 

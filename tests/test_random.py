@@ -1,9 +1,14 @@
-"""Randomness: the fast normal draws are JAX's numbers, bit for bit."""
+"""Randomness: the fast normal draws and the unrolled Threefry are JAX's numbers, bit for bit."""
+
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.random import threefry_2x32
 
 from samplepar import random as sp_random
 
@@ -47,3 +52,73 @@ def test_normal_is_standard_normal():
     # mean and standard deviation within 5 standard errors of 0 and 1
     assert abs(draws.mean()) < 5 / np.sqrt(draws.size)
     assert abs(draws.std() - 1.0) < 5 / np.sqrt(2 * draws.size)
+
+
+# Known-answer vectors of Threefry-2x32 with 20 rounds (Salmon et al., Random123): (key, counter)
+# -> output, as uint32 pairs.
+THREEFRY_KNOWN_ANSWERS = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+]
+
+# Draws through every Threefry use: keys, splits, fold-ins, bits, uniforms, normals, vmap.
+DRAWS_SCRIPT = """
+import sys
+import numpy as np
+from samplepar import random as sp_random
+unrolled = sp_random.unroll_threefry_on_cpu()
+import jax, jax.numpy as jnp
+key = jax.random.fold_in(jax.random.key(7), 3)
+keys = jax.random.split(key, 4)
+draws = {
+    "normal": jax.random.normal(key, (1001,)),
+    "uniform": jax.jit(lambda k: jax.random.uniform(k, (5, 7)))(key),
+    "split": jax.random.key_data(keys),
+    "vmap": jax.jit(jax.vmap(lambda k: jax.random.normal(k, (9,))))(keys),
+    "bits": jax.random.bits(key, (17,), jnp.uint8),
+    "unrolled": np.asarray(unrolled),
+}
+np.savez(sys.argv[1], **{name: np.asarray(value) for name, value in draws.items()})
+"""
+
+
+def run_draws(path, env_switch: str) -> dict:
+    env = {**os.environ, sp_random.UNROLL_SWITCH: env_switch}
+    run = subprocess.run(
+        [sys.executable, "-c", DRAWS_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.mark.parametrize("key, counter, expected", THREEFRY_KNOWN_ANSWERS)
+def test_unrolled_threefry_gives_the_known_answers(key, counter, expected):
+    assert sp_random.unroll_threefry_on_cpu()  # tests/conftest.py did too; calling again is fine
+    hashed = jax.jit(threefry_2x32)(np.uint32(key), np.uint32(counter))
+    assert [int(v) for v in np.asarray(hashed)] == list(expected)
+
+
+def test_unrolled_threefry_draws_jax_numbers_bit_for_bit(tmp_path):
+    rolled = run_draws(tmp_path / "rolled.npz", "0")
+    unrolled = run_draws(tmp_path / "unrolled.npz", "1")
+    assert not rolled.pop("unrolled") and unrolled.pop("unrolled")
+    for name, reference in rolled.items():
+        np.testing.assert_array_equal(unrolled[name], reference, err_msg=name)
+
+
+def test_unrolled_threefry_compiles_without_loops():
+    sp_random.unroll_threefry_on_cpu()
+    jax.clear_caches()  # programs compiled before the call keep the lowering they had
+    compiled = jax.jit(lambda k: jax.random.normal(jax.random.split(k)[1], (100,)))
+    assert " while(" not in compiled.lower(jax.random.key(0)).compile().as_text()
+
+
+def test_unroll_switch_turns_it_off(monkeypatch):
+    monkeypatch.setenv(sp_random.UNROLL_SWITCH, "0")
+    assert sp_random.unroll_threefry_on_cpu() is False

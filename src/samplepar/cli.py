@@ -50,11 +50,11 @@ def compile_cache_settings(directory: str, configured: str | None) -> dict:
 
 
 def _configure_jax(args: argparse.Namespace) -> None:
-    """Host memory policy, virtual CPU devices, the compile cache and multi-host start-up;
-    before JAX starts."""
-    from samplepar.host import keep_freed_memory
+    """Host memory policy and Threefry lowering, virtual CPU devices, the compile cache and
+    multi-host start-up; before JAX starts."""
+    from samplepar.host import prepare_process
 
-    keep_freed_memory()
+    prepare_process()
     import jax  # importing starts no backend; XLA_FLAGS below is read when one starts
 
     settings = compile_cache_settings(args.compile_cache, jax.config.jax_compilation_cache_dir)

@@ -1,4 +1,5 @@
-"""Host memory policy for XLA's CPU runtime.
+"""How a process runs on its host: the memory policy for XLA's CPU runtime, and
+:func:`prepare_process`, the settings every entry point makes before JAX starts.
 
 XLA's CPU runtime allocates each execution's temporaries afresh (148 MiB for a step of the
 784-512-512-10 MLP at S=16) and frees them at its end. glibc serves blocks above 32 MiB, and
@@ -41,3 +42,12 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, NEVER_TRIM))
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)
+
+
+def prepare_process() -> None:
+    """What the command line and the benchmarks do before JAX starts: :func:`keep_freed_memory`
+    and :func:`samplepar.random.unroll_threefry_on_cpu` (each has its switch)."""
+    keep_freed_memory()
+    from samplepar.random import unroll_threefry_on_cpu  # imports jax, which starts no backend
+
+    unroll_threefry_on_cpu()

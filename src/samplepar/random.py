@@ -1,16 +1,27 @@
-"""Layout-independent randomness.
+"""Layout-independent randomness, and JAX's Threefry hash made fast on CPU.
 
 The key of global sample ``s`` at step ``t`` is ``fold_in(fold_in(key(seed), t), s)``: it depends
 on (seed, t, s) alone, so a run on any number of devices draws the same samples.
+
+JAX lowers its Threefry hash as a rolled loop on CPU (quicker to compile): each of its five
+blocks writes and re-reads the whole state, and every draw, split and fold-in is a loop that
+XLA's CPU runtime steps through op by op. :func:`normal` (weight noise) computes the same hash
+unrolled, as one fused pass; :func:`unroll_threefry_on_cpu` makes every Threefry use in the
+process (NumPyro's draws, key splits) lower that way. Both give JAX's numbers bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry2x32_p
+from jax.interpreters import mlir
+
+UNROLL_SWITCH = "SAMPLEPAR_UNROLL_THREEFRY"
 
 
 def step_key(seed_key: jax.Array, step) -> jax.Array:
@@ -35,10 +46,12 @@ def _rotate_left(x: jax.Array, bits: int) -> jax.Array:
     return (x << jnp.uint32(bits)) | (x >> jnp.uint32(32 - bits))
 
 
-def _threefry2x32(key: jax.Array, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The Threefry-2x32 hash (20 rounds) of counters ``(x1, x2)`` under ``key`` (uint32[2]),
-    written out round by round, so that XLA fuses it into one elementwise pass."""
-    ks = (key[0], key[1], key[0] ^ key[1] ^ jnp.uint32(0x1BD11BDA))
+def _threefry2x32(key1, key2, x1, x2) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 hash (20 rounds) of counters ``(x1, x2)`` under the key ``(key1, key2)``
+    (uint32, broadcast together), written out round by round, so that XLA fuses it into one
+    elementwise pass."""
+    key1, key2, x1, x2 = jnp.broadcast_arrays(key1, key2, x1, x2)
+    ks = (key1, key2, key1 ^ key2 ^ jnp.uint32(0x1BD11BDA))
     x1, x2 = x1 + ks[0], x2 + ks[1]
     for block in range(5):
         for rotation in _THREEFRY_ROTATIONS[block % 2]:
@@ -49,15 +62,30 @@ def _threefry2x32(key: jax.Array, x1: jax.Array, x2: jax.Array) -> tuple[jax.Arr
     return x1, x2
 
 
+def unroll_threefry_on_cpu() -> bool:
+    """Lowers JAX's Threefry primitive unrolled on CPU, for every program compiled after the
+    call; returns whether it did (``SAMPLEPAR_UNROLL_THREEFRY=0`` keeps JAX's rolled loop).
+
+    The same bits, faster: 10.7 M normal draws took 63 ms instead of 153 ms on one core, and a
+    demand-small SVI step (NumPyro's guide draws, a dozen key splits) lost its 23 loops. The
+    command line and the benchmarks call it; library users may too.
+    """
+    if os.environ.get(UNROLL_SWITCH, "1") == "0":
+        return False
+    rule = mlir.lower_fun(_threefry2x32, multiple_results=True)
+    mlir.register_lowering(threefry2x32_p, rule, platform="cpu")
+    return True
+
+
 def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """Standard normal draws: the same numbers as ``jax.random.normal(rng_key, shape, dtype)``,
     computed faster on CPU.
 
-    JAX lowers its Threefry hash as a rolled loop on CPU (quicker to compile), which writes and
-    re-reads the whole state in each of its five blocks; a weight sample's noise is millions of
-    numbers, so drawing it cost more than the model's matmuls. Here the same hash, unrolled,
-    is one fused pass (about 2.5x faster draws on a 2-core CPU). Keys of other implementations,
-    dtypes other than float32 and JAX's non-partitionable bit layout go to ``jax.random.normal``.
+    A weight sample's noise is millions of numbers; with JAX's rolled hash (see the top) drawing
+    it cost more than the model's matmuls. Here the hash is unrolled whether or not
+    :func:`unroll_threefry_on_cpu` was called (about 2.5x faster draws on a 2-core CPU). Keys
+    of other implementations, dtypes other than float32 and JAX's non-partitionable bit layout
+    go to ``jax.random.normal``.
     """
     size = math.prod(shape)
     fast = (
@@ -70,7 +98,7 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax
         return jax.random.normal(rng_key, shape, dtype)
     key = rng_key if rng_key.dtype == jnp.uint32 else jax.random.key_data(rng_key)
     counts = jax.lax.iota(jnp.uint32, size).reshape(shape)
-    high, low = _threefry2x32(key, jnp.zeros((), jnp.uint32), counts)
+    high, low = _threefry2x32(key[0], key[1], jnp.zeros((), jnp.uint32), counts)
     bits = high ^ low
     # as jax.random.uniform on [nextafter(-1, 0), 1), then sqrt(2) erfinv, like jax.random.normal
     one_to_two = jax.lax.bitcast_convert_type(
