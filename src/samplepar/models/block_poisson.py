@@ -14,16 +14,60 @@ derivative ``d = units - exp(c)`` (0 where the clip is active or the cell is uno
 over periods (effect), weighted by log price and summed over periods (elasticity), and summed
 over the block's products (category-period effect). A block's cotangent is one number, so the
 backward pass only scales those reductions: ``O(B (K + T))`` memory instead of ``O(B K T)``.
+
+Where no cell of a chunk can reach the clip, the chunk takes a shorter path with the same value
+and gradient. ``l`` is then ``c``, so the terms linear in the data reduce to per-slot and
+per-period sums of units (:class:`Blocks`, computed once with the panel) and a cell needs only
+its rate ``exp(l)``: one quantity per cell instead of five, and no selects. Whether a chunk can
+reach the clip follows from bounds on ``l`` per slot (the extremes of its log prices and of the
+category-period effects), checked each step for every particle at once: :func:`_forward` is a
+``custom_vmap``, so that the particles the engine vectorises share one branch instead of
+computing both.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 CHUNK_BLOCKS = 16  # blocks per scan step: a few hundred KiB per array per particle
+CLIP_MARGIN = 0.01  # bounds within this of the clip count as reaching it (float32 rounding)
+
+
+class Blocks(NamedTuple):
+    """A panel's blocks as the likelihood reads them: cells ``[B, K, T]`` and their sums."""
+
+    log_price: np.ndarray  # [B, K, T] float32
+    units: np.ndarray  # [B, K, T] float32, 0 where unobserved
+    observed: np.ndarray  # [B, K, T] bool
+    units_total: np.ndarray  # [B, K] sum of units over periods
+    units_log_price: np.ndarray  # [B, K] sum of units * log price over periods
+    units_per_period: np.ndarray  # [B, T] sum of units over the block's slots
+    log_price_low: np.ndarray  # [B, K] least log price of a slot's observed cells (0 if none)
+    log_price_high: np.ndarray  # [B, K] greatest (0 if none)
+
+
+def blocks(log_price, units, observed) -> Blocks:
+    """:class:`Blocks` of the cells, sums taken in float64 (NumPy arrays)."""
+    log_price, units, observed = map(np.asarray, (log_price, units, observed))
+    units64 = np.where(observed, units, 0.0).astype(np.float64)
+    any_observed = observed.any(-1)
+    low = np.where(observed, log_price, np.inf).min(-1)
+    high = np.where(observed, log_price, -np.inf).max(-1)
+    return Blocks(
+        log_price.astype(np.float32),
+        units64.astype(np.float32),
+        observed.astype(bool),
+        units64.sum(-1).astype(np.float32),
+        (units64 * log_price).sum(-1).astype(np.float32),
+        units64.sum(-2).astype(np.float32),
+        np.where(any_observed, low, 0.0).astype(np.float32),
+        np.where(any_observed, high, 0.0).astype(np.float32),
+    )
 
 
 def cell_terms(effect, elasticity, cat_period, log_price, units, observed, clip):
@@ -37,44 +81,128 @@ def cell_terms(effect, elasticity, cat_period, log_price, units, observed, clip)
     return value, derivative
 
 
+def _exact_chunk(effect, elasticity, cat_period, data: Blocks, clip):
+    """Per-block value ``[..., C]`` and gradient reductions of a chunk, cell by cell."""
+    value, derivative = cell_terms(
+        effect, elasticity, cat_period, data.log_price, data.units, data.observed, clip
+    )
+    reductions = (
+        derivative.sum(-1),
+        (derivative * data.log_price).sum(-1),
+        derivative.sum(-2),
+    )
+    return value.sum((-2, -1)), reductions
+
+
+def _unclipped_chunk(effect, elasticity, cat_period, data: Blocks, clip):
+    """The same as :func:`_exact_chunk` where no observed cell reaches the clip."""
+    del clip
+    log_demand = (
+        effect[..., None] + cat_period[..., None, :] + elasticity[..., None] * data.log_price
+    )
+    rate = jnp.where(data.observed, jnp.exp(log_demand), 0.0)
+    rate_per_slot = rate.sum(-1)
+    linear = (effect * data.units_total + elasticity * data.units_log_price - rate_per_slot).sum(
+        -1
+    ) + (cat_period * data.units_per_period).sum(-1)
+    reductions = (
+        data.units_total - rate_per_slot,
+        data.units_log_price - (rate * data.log_price).sum(-1),
+        data.units_per_period - rate.sum(-2),
+    )
+    return linear, reductions
+
+
+def _within_clip(effect, elasticity, cat_period, data: Blocks, clip) -> jax.Array:
+    """Whether every observed cell's log demand lies inside the clip, by bounds per slot."""
+    at_low = elasticity * data.log_price_low
+    at_high = elasticity * data.log_price_high
+    least = effect + jnp.minimum(at_low, at_high) + cat_period.min(-1, keepdims=True)
+    most = effect + jnp.maximum(at_low, at_high) + cat_period.max(-1, keepdims=True)
+    inside = (least > clip[0] + CLIP_MARGIN) & (most < clip[1] - CLIP_MARGIN)
+    return jnp.all(inside)
+
+
 def _chunk_size(num_blocks: int, target: int = CHUNK_BLOCKS) -> int:
     """The largest divisor of ``num_blocks`` that is at most ``target``."""
     return max(d for d in range(1, min(target, num_blocks) + 1) if num_blocks % d == 0)
 
 
-def _forward(effect, elasticity, cat_period, log_price, units, observed, clip):
-    """Per-block log-likelihood ``[B]`` and the gradient reductions ``([B, K], [B, K], [B, T])``."""
-    num_blocks = log_price.shape[0]
-    chunk = _chunk_size(num_blocks)
+def _scan_chunks(effect, elasticity, cat_period, data: Blocks, clip):
+    """Per-block log-likelihood ``[..., B]`` and the gradient reductions, chunk by chunk.
 
-    def chunked(x):
-        return x.reshape((num_blocks // chunk, chunk) + x.shape[1:])
+    The parameters may have leading particle axes (``[..., B, K]``); the data has none.
+    """
+    lead = effect.ndim - 2
+    num_blocks = data.log_price.shape[0]
+    chunk = _chunk_size(num_blocks)
+    count = num_blocks // chunk
+
+    def chunked_param(x):  # [..., B, rest] -> [count, ..., chunk, rest]
+        x = x.reshape(x.shape[:lead] + (count, chunk) + x.shape[lead + 1 :])
+        return jnp.moveaxis(x, lead, 0)
+
+    def unchunked(x):  # [count, ..., chunk, rest] -> [..., B, rest]
+        x = jnp.moveaxis(x, 0, lead)
+        return x.reshape(x.shape[:lead] + (num_blocks,) + x.shape[lead + 2 :])
 
     def one_chunk(_, xs):
-        value, derivative = cell_terms(*xs, clip)
-        log_price = xs[3]  # this chunk's
-        reductions = (
-            derivative.sum(-1),
-            (derivative * log_price).sum(-1),
-            derivative.sum(-2),
+        params, chunk_data = xs
+        inside = _within_clip(*params, chunk_data, clip)
+        branches = (
+            functools.partial(_exact_chunk, clip=clip),
+            functools.partial(_unclipped_chunk, clip=clip),
         )
-        return None, (value.sum((-2, -1)), reductions)
+        return None, jax.lax.switch(inside.astype(jnp.int32), branches, *params, chunk_data)
 
-    inputs = (effect, elasticity, cat_period, log_price, units, observed)
-    _, (value, reductions) = jax.lax.scan(one_chunk, None, jax.tree.map(chunked, inputs))
-    unchunk = lambda x: x.reshape((num_blocks,) + x.shape[2:])  # noqa: E731
-    return unchunk(value), jax.tree.map(unchunk, reductions)
+    params = tuple(map(chunked_param, (effect, elasticity, cat_period)))
+    chunk_data = jax.tree.map(lambda x: x.reshape((count, chunk) + x.shape[1:]), data)
+    _, outputs = jax.lax.scan(one_chunk, None, (params, chunk_data))
+    return jax.tree.map(unchunked, outputs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _block_log_likelihood(effect, elasticity, cat_period, log_price, units, observed, clip):
-    return _forward(effect, elasticity, cat_period, log_price, units, observed, clip)[0]
+@functools.cache
+def _forward_for(clip: tuple[float, float]):
+    """:func:`_scan_chunks` for ``clip``, with a batching rule that keeps particles together."""
+
+    @jax.custom_batching.custom_vmap
+    def forward(effect, elasticity, cat_period, data):
+        return _scan_chunks(effect, elasticity, cat_period, data, clip)
+
+    @forward.def_vmap
+    def forward_batched(axis_size, in_batched, effect, elasticity, cat_period, data):
+        params_batched, data_batched = in_batched[:3], in_batched[3]
+        if any(jax.tree.leaves(data_batched)):  # per-particle data: one particle at a time
+            axes = tuple(0 if b else None for b in params_batched)
+            data_axes = jax.tree.map(lambda b: 0 if b else None, data_batched)
+            run = jax.vmap(functools.partial(_scan_chunks, clip=clip), in_axes=(*axes, data_axes))
+            outputs = run(effect, elasticity, cat_period, data)
+        else:
+            params = [
+                p if b else jnp.broadcast_to(p, (axis_size,) + p.shape)
+                for p, b in zip((effect, elasticity, cat_period), params_batched, strict=True)
+            ]
+            outputs = _scan_chunks(*params, data, clip)
+        return outputs, jax.tree.map(lambda _: True, outputs)
+
+    return forward
+
+
+def _forward(clip, effect, elasticity, cat_period, *data):
+    return _forward_for(clip)(effect, elasticity, cat_period, Blocks(*data))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _block_log_likelihood(clip, effect, elasticity, cat_period, *data):
+    return _forward(clip, effect, elasticity, cat_period, *data)[0]
 
 
 def _bwd(clip, reductions, cotangent):
+    del clip
     d_effect, d_elasticity, d_cat_period = reductions
-    scale = cotangent[:, None]
-    return scale * d_effect, scale * d_elasticity, scale * d_cat_period, None, None, None
+    scale = cotangent[..., None]
+    no_data = (None,) * len(Blocks._fields)
+    return (scale * d_effect, scale * d_elasticity, scale * d_cat_period, *no_data)
 
 
 _block_log_likelihood.defvjp(_forward, _bwd)  # the forward pass already has the residuals
@@ -84,17 +212,14 @@ def block_log_likelihood(
     effect: jax.Array,
     elasticity: jax.Array,
     cat_period: jax.Array,
-    log_price: jax.Array,
-    units: jax.Array,
-    observed: jax.Array,
+    data: Blocks,
     clip: tuple[float, float],
 ) -> jax.Array:
     """``[B]``: each block's Poisson log-likelihood, without the ``log(units!)`` constant.
 
     ``effect`` and ``elasticity`` are ``[B, K]``, ``cat_period`` ``[B, T]`` (the block's
-    category's row), the data ``[B, K, T]``; ``clip`` bounds the log demand. Differentiable in
-    the first three arguments (reverse mode: the gradient is fused into the forward pass).
+    category's row), ``data`` the blocks (:func:`blocks`); ``clip`` bounds the log demand.
+    Differentiable in the first three arguments (reverse mode: the gradient is fused into the
+    forward pass).
     """
-    return _block_log_likelihood(
-        effect, elasticity, cat_period, log_price, units, observed, tuple(map(float, clip))
-    )
+    return _block_log_likelihood(tuple(map(float, clip)), effect, elasticity, cat_period, *data)

@@ -34,7 +34,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.reparam import LocScaleReparam
 
-from samplepar.models.block_poisson import block_log_likelihood
+from samplepar.models.block_poisson import Blocks, block_log_likelihood
 
 LOG_DEMAND_CLIP = (-4.0, 20.0)
 OBS_PLATE = "obs"
@@ -113,6 +113,11 @@ def fast_model(
     log_price,
     units,
     observed,
+    units_total,
+    units_log_price,
+    units_per_period,
+    log_price_low,
+    log_price_high,
     log_units_factorial,
     *,
     product_category,
@@ -120,19 +125,24 @@ def fast_model(
     num_periods: int,
     priors: Priors = Priors(),
 ):
-    """The same log-density on panel blocks (see :class:`Panel`): ``[B]``, ``[B, K(, T)]``.
+    """The same log-density on panel blocks (see :class:`Panel`): ``[B]``, ``[B, K(, T)]``,
+    ``[B, T]``.
 
     Blocks may be any subset of the panel's (one data shard's, a mini-batch), so it shards.
     """
     product_el, effect, cat_period = latents(product_category, num_categories, num_periods, priors)
-    log_lik = block_log_likelihood(
-        effect[product],
-        product_el[product],
-        cat_period[category],
+    cells = Blocks(
         log_price,
         units,
         observed,
-        LOG_DEMAND_CLIP,
+        units_total,
+        units_log_price,
+        units_per_period,
+        log_price_low,
+        log_price_high,
+    )
+    log_lik = block_log_likelihood(
+        effect[product], product_el[product], cat_period[category], cells, LOG_DEMAND_CLIP
     )
     with numpyro.plate(ROWS_PLATE, log_price.shape[0]):
         numpyro.factor("units", log_lik - log_units_factorial)
@@ -152,15 +162,7 @@ def published_inputs(obs) -> tuple[dict, dict]:
 
 def fast_inputs(obs, panel) -> tuple[dict, dict]:
     """(panel arrays sharded over ``rows``, model kwargs) for :func:`fast_model`."""
-    data = {
-        "product": panel.product,
-        "category": panel.category,
-        "log_price": panel.log_price,
-        "units": panel.units,
-        "observed": panel.observed,
-        "log_units_factorial": panel.log_units_factorial,
-    }
-    return data, model_kwargs(obs)
+    return panel._asdict(), model_kwargs(obs)
 
 
 def model_kwargs(obs) -> dict:

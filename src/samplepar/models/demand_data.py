@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from samplepar.models.block_poisson import CHUNK_BLOCKS
+from samplepar.models.block_poisson import CHUNK_BLOCKS, blocks
 
 COLUMNS = ("product", "category", "period", "price", "units")
 _MAX_ROWS_SHOWN = 5
@@ -224,6 +224,11 @@ class Panel(NamedTuple):
     log_price: np.ndarray  # [B, K, T] float32
     units: np.ndarray  # [B, K, T] float32
     observed: np.ndarray  # [B, K, T] bool
+    units_total: np.ndarray  # [B, K] and the rest: the cells' sums (block_poisson.Blocks)
+    units_log_price: np.ndarray  # [B, K]
+    units_per_period: np.ndarray  # [B, T]
+    log_price_low: np.ndarray  # [B, K]
+    log_price_high: np.ndarray  # [B, K]
     log_units_factorial: np.ndarray  # [B] float32: sum of log(units!) over the block (a constant)
 
 
@@ -276,14 +281,8 @@ def panel(obs: Observations, block_products: int | None = None, num_shards: int 
         gammaln(obs.units.astype(np.float64) + 1.0),
     )
     shape = (num_blocks, block_products, T)
-    return Panel(
-        product,
-        category,
-        log_price.reshape(shape),
-        units.reshape(shape),
-        observed.reshape(shape),
-        log_units_factorial.astype(np.float32),
-    )
+    cells = blocks(log_price.reshape(shape), units.reshape(shape), observed.reshape(shape))
+    return Panel(product, category, *cells, log_units_factorial.astype(np.float32))
 
 
 def _block_products(category_sizes: np.ndarray) -> int:
