@@ -94,9 +94,8 @@ def _exact_chunk(effect, elasticity, cat_period, data: Blocks, clip):
     return value.sum((-2, -1)), reductions
 
 
-def _unclipped_chunk(effect, elasticity, cat_period, data: Blocks, clip):
+def _unclipped_chunk(effect, elasticity, cat_period, data: Blocks):
     """The same as :func:`_exact_chunk` where no observed cell reaches the clip."""
-    del clip
     log_demand = (
         effect[..., None] + cat_period[..., None, :] + elasticity[..., None] * data.log_price
     )
@@ -149,10 +148,7 @@ def _scan_chunks(effect, elasticity, cat_period, data: Blocks, clip):
     def one_chunk(_, xs):
         params, chunk_data = xs
         inside = _within_clip(*params, chunk_data, clip)
-        branches = (
-            functools.partial(_exact_chunk, clip=clip),
-            functools.partial(_unclipped_chunk, clip=clip),
-        )
+        branches = (functools.partial(_exact_chunk, clip=clip), _unclipped_chunk)
         return None, jax.lax.switch(inside.astype(jnp.int32), branches, *params, chunk_data)
 
     params = tuple(map(chunked_param, (effect, elasticity, cat_period)))
