@@ -117,3 +117,30 @@ def test_batch_not_divisible_by_data_axis_is_refused():
     odd = {k: v[:10] for k, v in batch.items()}
     with pytest.raises(mesh.LayoutError, match="batch of 10 examples cannot be split over data=4"):
         loss(params, jax.random.key(0), odd)
+
+
+def test_fan_out_gradient_is_the_sum_of_the_copies_gradients():
+    x = jax.numpy.arange(6.0).reshape(2, 3)
+    weights = jax.random.normal(jax.random.key(0), (5, 2, 3))
+    copies = engine.fan_out(x, 5)
+    np.testing.assert_array_equal(copies, np.broadcast_to(np.asarray(x), (5, 2, 3)))
+    grad = jax.grad(lambda v: jax.numpy.sum(weights * engine.fan_out(v, 5) ** 2))(x)
+    np.testing.assert_allclose(grad, np.sum(2 * weights * np.asarray(x), axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["none", "sample=4,data=2"])
+def test_parameter_copies_flat_by_leaf_or_mapped_give_one_loss_and_gradient(layout):
+    family, params, particle, batch = toy_model.make()
+    m = mesh.make_mesh(layout)
+    key = jax.random.key(5)
+    results = []
+    for options in ({}, {"fan_out_flat": True}, {"samples_per_pass": 2}):
+        loss = engine.make_loss(
+            particle, RENYI, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl, **options
+        )
+        value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, key, batch)[0]))
+        results.append(value_and_grad(params))
+    (value, grads), others = results[0], results[1:]
+    for other_value, other_grads in others:
+        np.testing.assert_allclose(other_value, value, rtol=1e-6)
+        np.testing.assert_allclose(flat(other_grads), flat(grads), rtol=1e-5, atol=1e-6)

@@ -234,7 +234,9 @@ def build(
     device_data = global_batch((arrays, mask), mesh)
     num_rows = len(mask) * jax.process_count()
     loss = jax.jit(
-        engine.make_loss(particle, objective, mesh, num_particles, dataset_size=num_rows)
+        engine.make_loss(
+            particle, objective, mesh, num_particles, dataset_size=num_rows, fan_out_flat=True
+        )
     )
     subsample = None if batch_size is None else jax.jit(make_subsample(mesh, batch_size))
 

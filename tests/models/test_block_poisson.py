@@ -8,7 +8,6 @@ import pytest
 
 from samplepar.models.block_poisson import (
     CHUNK_BLOCKS,
-    _chunk_size,
     _within_clip,
     block_log_likelihood,
     blocks,
@@ -46,8 +45,8 @@ def _problem(num_blocks, seed=0, spread=3.0):
 
 
 def _chunks_inside_clip(params, data, num_blocks) -> list[bool]:
-    """Which of the kernel's chunks of blocks take the short path."""
-    size = _chunk_size(num_blocks)
+    """Which of the kernel's chunks of blocks take the short path (the last may be shorter)."""
+    size = min(CHUNK_BLOCKS, num_blocks)
     return [
         bool(
             _within_clip(
@@ -88,12 +87,20 @@ def test_value_and_gradient_match_autodiff_inside_the_clip(num_blocks):
     _assert_matches_autodiff(params, data, weights)
 
 
-def test_chunks_take_their_own_paths():
+@pytest.mark.parametrize(
+    ("num_blocks", "clipped_block", "paths"),
+    [
+        (3 * CHUNK_BLOCKS, CHUNK_BLOCKS + 2, [True, False, True]),
+        (2 * CHUNK_BLOCKS + 3, 2 * CHUNK_BLOCKS + 1, [True, True, False]),  # the short last chunk
+        (2 * CHUNK_BLOCKS + 3, 0, [False, True, True]),
+    ],
+)
+def test_chunks_take_their_own_paths(num_blocks, clipped_block, paths):
     """A chunk that reaches the clip beside chunks that do not."""
-    params, data, weights = _problem(3 * CHUNK_BLOCKS, seed=4, spread=0.3)
-    effect = params[0].at[CHUNK_BLOCKS + 2, 1].set(-6.0)  # one slot of the middle chunk
+    params, data, weights = _problem(num_blocks, seed=4, spread=0.3)
+    effect = params[0].at[clipped_block, 1].set(-6.0)  # one slot of one chunk
     params = (effect, *params[1:])
-    assert _chunks_inside_clip(params, data, 3 * CHUNK_BLOCKS) == [True, False, True]
+    assert _chunks_inside_clip(params, data, num_blocks) == paths
     _assert_matches_autodiff(params, data, weights)
 
 
@@ -124,7 +131,7 @@ def test_gradient_matches_finite_differences_in_float64():
 def test_vmap_over_particles_matches_a_loop(spread):
     """The engine vmaps particles: the batched custom gradient equals one particle at a time,
     whether the particles reach the clip or not (and when only one of them does)."""
-    params, data, weights = _problem(2 * CHUNK_BLOCKS, seed=2, spread=spread)
+    params, data, weights = _problem(2 * CHUNK_BLOCKS + 5, seed=2, spread=spread)
     stacked = tuple(jnp.stack([p, p + 0.1 * i, p]) for i, p in enumerate(params))
     stacked = (stacked[0].at[2, 3, 1].set(-8.0), *stacked[1:])  # the third reaches the clip
 

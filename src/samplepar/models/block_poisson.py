@@ -122,39 +122,37 @@ def _within_clip(effect, elasticity, cat_period, data: Blocks, clip) -> jax.Arra
     return jnp.all(inside)
 
 
-def _chunk_size(num_blocks: int, target: int = CHUNK_BLOCKS) -> int:
-    """The largest divisor of ``num_blocks`` that is at most ``target``."""
-    return max(d for d in range(1, min(target, num_blocks) + 1) if num_blocks % d == 0)
-
-
 def _scan_chunks(effect, elasticity, cat_period, data: Blocks, clip):
     """Per-block log-likelihood ``[..., B]`` and the gradient reductions, chunk by chunk.
 
-    The parameters may have leading particle axes (``[..., B, K]``); the data has none.
+    The parameters may have leading particle axes (``[..., B, K]``); the data has none. Chunks
+    hold ``CHUNK_BLOCKS`` blocks and the last ``B mod CHUNK_BLOCKS`` blocks make one more, so
+    that any number of blocks (a data shard's, a mini-batch's) runs in full-size chunks.
     """
     lead = effect.ndim - 2
     num_blocks = data.log_price.shape[0]
-    chunk = _chunk_size(num_blocks)
-    count = num_blocks // chunk
+    chunk = min(CHUNK_BLOCKS, num_blocks)
+    count, rest = divmod(num_blocks, chunk)
+    params = (effect, elasticity, cat_period)
 
-    def chunked_param(x):  # [..., B, rest] -> [count, ..., chunk, rest]
-        x = x.reshape(x.shape[:lead] + (count, chunk) + x.shape[lead + 1 :])
-        return jnp.moveaxis(x, lead, 0)
-
-    def unchunked(x):  # [count, ..., chunk, rest] -> [..., B, rest]
-        x = jnp.moveaxis(x, 0, lead)
-        return x.reshape(x.shape[:lead] + (num_blocks,) + x.shape[lead + 2 :])
-
-    def one_chunk(_, xs):
-        params, chunk_data = xs
-        inside = _within_clip(*params, chunk_data, clip)
+    def one_chunk(start, size):
+        chunk_params = [jax.lax.dynamic_slice_in_dim(p, start, size, lead) for p in params]
+        chunk_data = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size), data)
+        inside = _within_clip(*chunk_params, chunk_data, clip)
         branches = (functools.partial(_exact_chunk, clip=clip), _unclipped_chunk)
-        return None, jax.lax.switch(inside.astype(jnp.int32), branches, *params, chunk_data)
+        return jax.lax.switch(inside.astype(jnp.int32), branches, *chunk_params, chunk_data)
 
-    params = tuple(map(chunked_param, (effect, elasticity, cat_period)))
-    chunk_data = jax.tree.map(lambda x: x.reshape((count, chunk) + x.shape[1:]), data)
-    _, outputs = jax.lax.scan(one_chunk, None, (params, chunk_data))
-    return jax.tree.map(unchunked, outputs)
+    def unchunked(x):  # [count, ..., chunk, rest] -> [..., count * chunk, rest]
+        x = jnp.moveaxis(x, 0, lead)
+        return x.reshape(x.shape[:lead] + (count * chunk,) + x.shape[lead + 2 :])
+
+    indices = jnp.arange(count)
+    _, outputs = jax.lax.scan(lambda _, i: (None, one_chunk(i * chunk, chunk)), None, indices)
+    outputs = jax.tree.map(unchunked, outputs)
+    if rest:
+        last = one_chunk(count * chunk, rest)
+        outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b], lead), outputs, last)
+    return outputs
 
 
 @functools.cache
