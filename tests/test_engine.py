@@ -138,7 +138,7 @@ def test_parameter_copies_flat_by_leaf_or_mapped_give_one_loss_and_gradient(layo
         loss = engine.make_loss(
             particle, RENYI, m, NUM_SAMPLES, DATASET_SIZE, kl_fn=family.kl, **options
         )
-        value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, key, batch)[0]))
+        value_and_grad = jax.jit(jax.value_and_grad(lambda p, f=loss: f(p, key, batch)[0]))
         results.append(value_and_grad(params))
     (value, grads), others = results[0], results[1:]
     for other_value, other_grads in others:
