@@ -13,6 +13,7 @@ from numpyro.infer.autoguide import AutoDiagonalNormal
 
 from samplepar import random as sp_random
 from samplepar import svi
+from samplepar.guides import AutoPairedNormal
 from samplepar.mesh import make_mesh
 from samplepar.models import observations, published_inputs, published_model, simulate, validate
 from samplepar.objectives import ELBO, RenyiELBO
@@ -112,9 +113,10 @@ def test_sharded_equals_single_device(demand):
             )
 
 
-def test_any_autoguide(demand):
-    """A non-default guide runs sharded and agrees with NumPyro."""
-    guide = AutoDiagonalNormal(published_model)
+@pytest.mark.parametrize("make_guide", [AutoDiagonalNormal, AutoPairedNormal])
+def test_any_autoguide(demand, make_guide):
+    """Other guides (NumPyro's, ours) run sharded and agree with NumPyro."""
+    guide = make_guide(published_model)
     problem = _build(demand, layout="data=2", guide=guide, objective=ELBO(analytic_kl=False))
     params = _perturbed(problem.params)
     key = jax.random.key(5)

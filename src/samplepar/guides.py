@@ -112,7 +112,10 @@ class AutoPairedNormal(AutoNormal):
         with plates[self._block_plate]:
             joint = numpyro.sample(
                 f"_{self.prefix}_block_latent",
-                dist.MultivariateNormal(loc, scale_tril=scale_tril),
+                # scale_tril is lower Cholesky by its constraint. NumPyro's check of it runs under
+                # jax.ensure_compile_time_eval, where its tril cannot follow the device-varying
+                # parameters of a sharded step ("pvary should be called under jax.shard_map").
+                dist.MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False),
                 infer={"is_auxiliary": True},
             )
             for i, name in enumerate(self.block):
