@@ -6,13 +6,14 @@ on (seed, t, s) alone, so a run on any number of devices draws the same samples.
 JAX lowers its Threefry hash as a rolled loop on CPU (quicker to compile): each of its five
 blocks writes and re-reads the whole state, and every draw, split and fold-in is a loop that
 XLA's CPU runtime steps through op by op. :func:`normal` (weight noise) computes the same hash
-unrolled, in one fusion per half of the draws; :func:`unroll_threefry_on_cpu` makes every
+unrolled, in one fusion; :func:`unroll_threefry_on_cpu` makes every
 Threefry use in the process (NumPyro's draws, key splits) lower unrolled. Both give JAX's
 numbers bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -85,12 +86,16 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax
     A weight sample's noise is millions of numbers; with JAX's rolled hash (see the top) drawing
     it cost more than the model's matmuls. Here the hash is unrolled whether or not
     :func:`unroll_threefry_on_cpu` was called (about 2.5x faster draws on a 2-core CPU). The
-    draws are made in a loop over two halves of the counters: XLA cannot fuse across the loop,
-    so the draw is one fusion that keeps only its result. Drawn inline, XLA split the hash and
-    ``erf_inv`` over several fusions whose ``[S, n]`` intermediates (``erf_inv``'s inner
-    square root among them) stayed alive until the backward pass recomputed the draw from them:
-    the 784-512-512-10 MLP's step at S = 16 held 148 MiB of temporaries, 108 MiB with the loop,
-    at the same speed. Keys of other implementations, dtypes other than float32 and JAX's
+    draws are made inside a conditional branch (:func:`_materialised_normals`): XLA cannot fuse
+    across it, so the draw is one fusion, run on every core, that keeps only its result. Drawn
+    inline, XLA split the hash and ``erf_inv`` over several fusions whose ``[S, n]``
+    intermediates (``erf_inv``'s inner square root among them) stayed alive until the backward
+    pass recomputed the draw from them: the 784-512-512-10 MLP's step at S = 16 held 148 MiB of
+    temporaries, 108 MiB behind the branch. A loop over two halves of the counters kept the
+    same 108 MiB, but XLA writes a loop's outputs in place, one core at a time: that step took
+    210 to 215 ms, against 180 to 202 behind the branch (three processes, each the median of
+    12 alternating calls).
+    Keys of other implementations, dtypes other than float32 and JAX's
     non-partitionable bit layout go to ``jax.random.normal``.
     """
     size = math.prod(shape)
@@ -103,18 +108,45 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax
     if not fast:
         return jax.random.normal(rng_key, shape, dtype)
     key = rng_key if rng_key.dtype == jnp.uint32 else jax.random.key_data(rng_key)
-    half = -(-size // 2)
-
-    def draw_half(_, first_count):
-        return None, _normal_of_counts(key, first_count + jax.lax.iota(jnp.uint32, half))
-
-    _, halves = jax.lax.scan(draw_half, None, jnp.array([0, half], jnp.uint32))
-    return halves.reshape(-1)[:size].reshape(shape)
+    return _materialised_normals(size)(key).reshape(shape)
 
 
-def _normal_of_counts(key: jax.Array, counts: jax.Array) -> jax.Array:
-    """``jax.random.normal``'s draws at the given counters of a raw ``uint32[2]`` key."""
-    high, low = _threefry2x32(key[0], key[1], jnp.zeros((), jnp.uint32), counts)
+@functools.cache
+def _materialised_normals(size: int):
+    """``keys uint32[..., 2] -> float32[..., size]``: each key's first ``size`` normals, drawn
+    behind a conditional branch that XLA cannot fuse into the draws' consumers.
+
+    The predicate ``(max(keys) | 1) != 0`` always holds but is known only at run time. Under
+    ``vmap`` the predicate stays one scalar (batching a predicate would turn the branch into a
+    ``select`` and fuse again): batched keys make a leading axis of the same function.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def draws(keys: jax.Array) -> jax.Array:
+        def draw(keys):
+            counts = jax.lax.iota(jnp.uint32, size)
+            return _normal_of_counts(keys[..., 0:1], keys[..., 1:2], counts)
+
+        def never(keys):  # zeros derived from the keys, so they vary over devices as the draws do
+            zero = (keys[..., :1] & jnp.uint32(0)).astype(jnp.float32)
+            return jnp.broadcast_to(zero, (*keys.shape[:-1], size))
+
+        always = (jnp.max(keys, initial=0) | jnp.uint32(1)) != 0
+        return jax.lax.cond(always, draw, never, keys)
+
+    @draws.def_vmap
+    def draws_batched(axis_size, in_batched, keys):
+        if not in_batched[0]:
+            keys = jnp.broadcast_to(keys, (axis_size, *keys.shape))
+        return draws(keys), True
+
+    return draws
+
+
+def _normal_of_counts(key1: jax.Array, key2: jax.Array, counts: jax.Array) -> jax.Array:
+    """``jax.random.normal``'s draws at the given counters of a raw key's two words (uint32,
+    broadcast together)."""
+    high, low = _threefry2x32(key1, key2, jnp.zeros((), jnp.uint32), counts)
     bits = high ^ low
     # as jax.random.uniform on [nextafter(-1, 0), 1), then sqrt(2) erfinv, like jax.random.normal
     one_to_two = jax.lax.bitcast_convert_type(
