@@ -113,6 +113,33 @@ def test_sharded_equals_single_device(demand):
             )
 
 
+def test_normal_draws_are_numpyros_draws(monkeypatch):
+    drawn = []
+    fast_normal = sp_random.normal
+
+    def recorded_normal(key, shape, dtype):
+        drawn.append(shape)
+        return fast_normal(key, shape, dtype)
+
+    monkeypatch.setattr(sp_random, "normal", recorded_normal)
+
+    def guide():
+        numpyro.sample("vector", dist.Normal(jnp.arange(5.0), jnp.full(5, 2.0)))
+        numpyro.sample("event", dist.Normal(jnp.zeros((2, 3)), 0.5).to_event(2))
+        with numpyro.plate("rows", 4):
+            numpyro.sample("broadcast", dist.Normal(1.0, 3.0))  # an expanded distribution
+            numpyro.sample("positive", dist.LogNormal(0.0, 1.0))
+        numpyro.sample("observed", dist.Normal(0.0, 1.0), obs=jnp.ones(2))
+
+    key = jax.random.key(3)
+    theirs = numpyro.handlers.trace(numpyro.handlers.seed(guide, key)).get_trace()
+    ours = numpyro.handlers.trace(svi.normal_draws(numpyro.handlers.seed(guide, key))).get_trace()
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name]["value"], theirs[name]["value"], err_msg=name)
+    assert drawn == [(5,), (2, 3)]  # the Normal sites; the expanded and log-normal ones as before
+
+
 @pytest.mark.parametrize("make_guide", [AutoDiagonalNormal, AutoPairedNormal])
 def test_any_autoguide(demand, make_guide):
     """Other guides (NumPyro's, ours) run sharded and agree with NumPyro."""
