@@ -6,9 +6,8 @@ on (seed, t, s) alone, so a run on any number of devices draws the same samples.
 JAX lowers its Threefry hash as a rolled loop on CPU (quicker to compile): each of its five
 blocks writes and re-reads the whole state, and every draw, split and fold-in is a loop that
 XLA's CPU runtime steps through op by op. :func:`normal` (weight noise) computes the same hash
-unrolled, in one fusion; :func:`unroll_threefry_on_cpu` makes every
-Threefry use in the process (NumPyro's draws, key splits) lower unrolled. Both give JAX's
-numbers bit for bit.
+unrolled, in one fusion; :func:`unroll_threefry_on_cpu` makes every Threefry use in the process
+(NumPyro's draws, key splits) lower unrolled. Both give JAX's numbers bit for bit.
 """
 
 from __future__ import annotations
@@ -94,8 +93,7 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax
     temporaries, 108 MiB behind the branch. A loop over two halves of the counters kept the
     same 108 MiB, but XLA writes a loop's outputs in place, one core at a time: that step took
     210 to 215 ms, against 180 to 202 behind the branch (three processes, each the median of
-    12 alternating calls).
-    Keys of other implementations, dtypes other than float32 and JAX's
+    12 alternating calls). Keys of other implementations, dtypes other than float32 and JAX's
     non-partitionable bit layout go to ``jax.random.normal``.
     """
     size = math.prod(shape)
