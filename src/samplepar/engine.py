@@ -173,10 +173,10 @@ def make_loss(
                 lambda key, index, p: one_particle(key, index, as_params(p))
             )(keys, indices, copies)
         else:
-            log_lik, global_term = jax.lax.map(
+            log_lik, global_term = map_samples(
                 lambda key_and_index: one_particle(*key_and_index, local_params),
                 (keys, indices),
-                batch_size=samples_per_pass,
+                samples_per_pass,
             )
         # Equal on every data shard, but computed from the varying copy: a mean of S_local
         # scalars over ``data`` says so to shard_map.
