@@ -47,6 +47,20 @@ def test_normal_falls_back_to_jax_for_other_keys_and_dtypes(key, dtype):
     )
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((300, 1), 0), ((4, 7, 5), 1), ((3, 6), -1)])
+def test_normal_rows_are_the_whole_draws_rows(shape, axis):
+    """Rows drawn alone (repeats included, any order) equal those rows of the whole draw."""
+    key = jax.random.key(5)
+    rows = jnp.array([shape[axis] - 1, 0, 2, 2])
+    whole = jax.random.normal(key, shape)
+    expected = jnp.take(whole, rows, axis=axis % len(shape))
+    np.testing.assert_array_equal(sp_random.normal_rows(key, shape, axis, rows), expected)
+    keys = jax.random.split(key, 3)  # vectorised over particles' keys, as the engine does
+    drawn = jax.vmap(lambda k: sp_random.normal_rows(k, shape, axis, rows))(keys)
+    whole = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+    np.testing.assert_array_equal(drawn, jnp.take(whole, rows, axis=1 + axis % len(shape)))
+
+
 def test_normal_is_standard_normal():
     draws = np.asarray(sp_random.normal(jax.random.key(4), (200_000,)))
     # mean and standard deviation within 5 standard errors of 0 and 1

@@ -9,7 +9,7 @@ import optax
 import pytest
 from numpyro.infer import RenyiELBO as NumpyroRenyi
 from numpyro.infer import Trace_ELBO
-from numpyro.infer.autoguide import AutoDiagonalNormal
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 
 from samplepar import random as sp_random
 from samplepar import svi
@@ -189,7 +189,7 @@ def test_fit_resumes_and_writes_posterior(demand, tmp_path):
     assert (tmp_path / "posterior.nc").stat().st_size > 0
 
 
-def _local_latent_model(x, y=None):
+def _plain_plate_model(x, y=None):
     with numpyro.plate("obs", x.shape[0]):
         z = numpyro.sample("z", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(z * x, 1.0), obs=y)
@@ -197,11 +197,13 @@ def _local_latent_model(x, y=None):
 
 def test_rejects_latents_in_data_plate_and_missing_plate():
     data = {"x": np.ones(4, np.float32), "y": np.zeros(4, np.float32)}
-    problem = svi.build(jax.random.key(0), _local_latent_model, data, mesh=make_mesh("none"))
-    with pytest.raises(ValueError, match="latent site 'z' lies in the data plate 'obs'"):
+    problem = svi.build(jax.random.key(0), _plain_plate_model, data, mesh=make_mesh("none"))
+    with pytest.raises(
+        ValueError, match=r"latent site 'z' lies in the data plate 'obs'.*plate\('obs', 4"
+    ):
         problem.loss(problem.params, jax.random.key(0), problem.data)
     problem = svi.build(
-        jax.random.key(0), _local_latent_model, data, mesh=make_mesh("none"), data_plate="rows"
+        jax.random.key(0), _plain_plate_model, data, mesh=make_mesh("none"), data_plate="rows"
     )
     with pytest.raises(ValueError, match="no plate named 'rows'"):
         problem.loss(problem.params, jax.random.key(0), problem.data)
@@ -211,3 +213,120 @@ def test_fit_names_the_step_of_a_non_finite_loss(demand):
     problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
     with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):
         svi.fit(jax.random.key(0), problem, 3, progress_bar=False)
+
+
+# Local latents: groups (rows) with a latent offset each, four observations per group.
+NUM_GROUPS = 300  # more than the 256 rows the guide's prototype is traced on
+
+
+def _grouped_model(x, y=None, *, num_rows):
+    weight = numpyro.sample("weight", dist.Normal(0.0, 1.0))
+    spread = numpyro.sample("spread", dist.HalfNormal(1.0))
+    with numpyro.plate("rows", num_rows, subsample_size=x.shape[0], dim=-2):
+        offset = numpyro.sample("offset", dist.Normal(0.0, spread))
+        with numpyro.plate("cells", x.shape[1], dim=-1):
+            numpyro.sample("y", dist.Normal(offset + weight * x, 0.5), obs=y)
+
+
+@pytest.fixture(scope="module")
+def groups():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((NUM_GROUPS, 4)).astype(np.float32)
+    offset = 0.8 * rng.standard_normal((NUM_GROUPS, 1))
+    y = (offset + 1.5 * x + 0.5 * rng.standard_normal(x.shape)).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def _build_grouped(groups, layout="none", **kwargs):
+    return svi.build(
+        jax.random.key(0),
+        _grouped_model,
+        groups,
+        model_kwargs={"num_rows": NUM_GROUPS},
+        data_plate="rows",
+        mesh=make_mesh(layout),
+        num_particles=S,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (ELBO(analytic_kl=False), Trace_ELBO(num_particles=S)),
+        (RenyiELBO(0.0), NumpyroRenyi(alpha=0.0, num_particles=S)),
+    ],
+)
+@pytest.mark.parametrize("layout", ["none", "sample=2,data=2", "data=8"])
+def test_local_latents_match_numpyro(groups, layout, ours, theirs):
+    """Full-size guide parameters of a latent per row, sliced to each shard's rows: the loss
+    and gradient equal NumPyro's on the whole data (its plate not subsampled)."""
+    problem = _build_grouped(groups, layout, objective=ours)
+    assert problem.params["offset_auto_loc"].shape == (NUM_GROUPS, 1)
+    params = _perturbed(problem.params)
+    key = jax.random.key(7)
+    (value, _), grads = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))(
+        params, key, problem.data
+    )
+    reference_guide = AutoNormal(_grouped_model)  # its prototype sees every row: no subsample
+    keys = sp_random.sample_keys(key, jnp.arange(S))
+    theirs.vectorize_particles_fn = lambda fn, _keys: jax.vmap(fn)(keys)
+
+    def reference(params):
+        constrained = problem.constrain(params)
+        kwargs = {"num_rows": NUM_GROUPS, **groups}
+        return theirs.loss(key, constrained, _grouped_model, reference_guide, **kwargs)
+
+    numpyro.handlers.seed(reference_guide, 0)(num_rows=NUM_GROUPS, **groups)  # its prototype
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(reference))(params)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for name in params:
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_local_latent_minibatch_loss_is_unbiased(groups):
+    """Mini-batches of 32 rows, latents included: mean of 400 losses within 4 SE of the full."""
+    problem = _build_grouped(groups, "sample=2,data=2", objective=ELBO(False), batch_size=32)
+    params = _perturbed(problem.params)
+    particle_key = jax.random.key(11)
+
+    @jax.jit
+    def minibatch_loss(data_key):
+        return problem.loss(params, particle_key, problem.subsample(data_key, problem.data))[0]
+
+    draws = np.array([minibatch_loss(jax.random.key(i)) for i in range(400)])
+    full = float(problem.loss(params, particle_key, problem.data)[0])
+    standard_error = draws.std(ddof=1) / np.sqrt(len(draws))
+    assert abs(draws.mean() - full) < 4 * standard_error, (draws.mean(), full, standard_error)
+
+
+def test_local_latents_recover_offsets(groups):
+    """A mini-batch fit recovers the weight and each row's offset; the posterior has every row."""
+    problem = _build_grouped(
+        groups,
+        "data=2",
+        objective=ELBO(False),
+        batch_size=64,
+        optimizer=svi.default_optimizer(0.05),
+    )
+    result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
+    draws = svi.posterior_draws(jax.random.key(0), problem, result.params, 200)
+    assert draws["offset"].shape == (200, NUM_GROUPS, 1)
+    assert abs(draws["weight"].mean() - 1.5) < 0.1
+    x, y = groups["x"], groups["y"]
+    least_squares = (y - 1.5 * x).mean(axis=1)  # each group's offset given the weight
+    estimate = draws["offset"].mean(axis=0)[:, 0]
+    assert np.corrcoef(estimate, least_squares)[0, 1] > 0.95
+
+
+def test_full_size_data_plate_must_match_the_rows(groups):
+    message = "plate 'rows' is declared with size 299, but the data have 300 rows"
+    with pytest.raises(ValueError, match=message):
+        svi.build(
+            jax.random.key(0),
+            _grouped_model,
+            groups,
+            model_kwargs={"num_rows": 299},
+            data_plate="rows",
+            mesh=make_mesh("none"),
+        )

@@ -109,6 +109,35 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax
     return _materialised_normals(size)(key).reshape(shape)
 
 
+def normal_rows(
+    rng_key: jax.Array, shape: tuple[int, ...], axis: int, rows: jax.Array
+) -> jax.Array:
+    """``jnp.take(jax.random.normal(rng_key, shape), rows, axis)``, the same numbers, drawn for
+    those rows only: a row's draw does not depend on which other rows are drawn with it.
+
+    Each element's Threefry counter is its flat index in ``shape``, so the rows' counters are
+    computed directly. Keys and sizes :func:`normal` sends to JAX draw the whole array here.
+    """
+    axis = axis % len(shape)
+    size = math.prod(shape)
+    if not (
+        str(jax.random.key_impl(rng_key)) == "threefry2x32"
+        and jax.config.jax_threefry_partitionable
+        and size < 2**32 - 1
+    ):
+        return jnp.take(jax.random.normal(rng_key, shape), rows, axis=axis)
+    out_shape = (*shape[:axis], rows.shape[0], *shape[axis + 1 :])
+    strides = np.cumprod((1, *shape[::-1]))[-2::-1]  # C order, in elements
+    counts = jnp.zeros(out_shape, jnp.uint32)
+    for dim, stride in enumerate(strides):
+        index = jax.lax.broadcasted_iota(jnp.uint32, out_shape, dim)
+        if dim == axis:
+            index = jnp.asarray(rows, jnp.uint32)[index]
+        counts = counts + index * jnp.uint32(stride)
+    key = rng_key if rng_key.dtype == jnp.uint32 else jax.random.key_data(rng_key)
+    return _normal_of_counts(key[..., 0], key[..., 1], counts)
+
+
 @functools.cache
 def _materialised_normals(size: int):
     """``keys uint32[..., 2] -> float32[..., size]``: each key's first ``size`` normals, drawn

@@ -9,8 +9,15 @@ particle's global term. :func:`samplepar.engine.make_loss` then reduces the obje
 so Trace_ELBO (``ELBO(analytic_kl=False)``) and ``RenyiELBO(alpha)`` equal NumPyro's in value
 and gradient on every layout.
 
-The model sees only its shard's rows: its data plate must take its size from the arrays
-(``numpyro.plate("obs", x.shape[0])``), and latent sites inside that plate are not supported.
+The model sees only its shard's rows. Its data plate either takes its size from the arrays
+(``numpyro.plate("obs", x.shape[0])``: observed sites only), or is declared with the data set's
+full size and the rows as its subsample (``numpyro.plate("rows", num_rows,
+subsample_size=x.shape[0])``, NumPyro's mini-batch idiom): then latent sites may lie inside it
+too (*local latents*, one per row). The engine gives such a plate the global indices of the rows
+it holds, so a guide's full-size parameters of local sites (AutoNormal's, for instance) are
+sliced to them by NumPyro's plate; each row's ``log p(z_i) - log q(z_i)`` joins its
+log-likelihood, so that the sampling, scoring and gradient of local latents are split over the
+data shards and, with mini-batches, cost the batch's rows only.
 Parameters are kept unconstrained (as in ``numpyro.infer.SVI``); ``SVI.constrain`` maps them
 back. Rows are padded to a multiple of the data axis by repeating the last row, masked out.
 With ``batch_size`` each step draws its mini-batch on device: every data shard draws
@@ -28,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 from numpyro import distributions as dist
 from numpyro.distributions import biject_to, constraints
@@ -53,7 +61,7 @@ class SVI(NamedTuple):
     # the step's key is ``step_key(seed_key, state.step)``, drawn on device
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
     subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
-    data: PyTree  # (arrays, mask [N_padded]) sharded over ``data``
+    data: PyTree  # (arrays, mask [N_padded], row index [N_padded]) sharded over ``data``
     constrain: Callable  # unconstrained params -> constrained params
     guide: Any
 
@@ -75,17 +83,25 @@ def default_optimizer(
     return optax.adamw(schedule, weight_decay=weight_decay)
 
 
-def init_params(rng_key, model, guide, model_kwargs: dict) -> tuple[dict, dict]:
+def init_params(
+    rng_key, model, guide, model_kwargs: dict, data_plate: str, rows, num_rows: int
+) -> tuple[dict, dict]:
     """(unconstrained initial params, bijections to their constraints) of the param sites.
 
-    Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does.
-    Values are strongly typed, so the first step's outputs match its inputs (no recompile).
+    Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does,
+    on the rows ``rows`` (global indices among ``num_rows``) of the data. Values are strongly typed, so the first
+    step's outputs match its inputs (no recompile).
     """
     model_key, guide_key = jax.random.split(rng_key)
-    guide_trace = trace(seed(guide, guide_key)).get_trace(**model_kwargs)
+    guide_trace = trace(seed(data_rows(guide, data_plate, rows, num_rows), guide_key)).get_trace(
+        **model_kwargs
+    )
     guide_params = {n: s["value"] for n, s in guide_trace.items() if s["type"] == "param"}
     model_trace = trace(
-        substitute(replay(seed(model, model_key), guide_trace), guide_params)
+        substitute(
+            replay(seed(data_rows(model, data_plate, rows, num_rows), model_key), guide_trace),
+            guide_params,
+        )
     ).get_trace(**model_kwargs)
     params, transforms = {}, {}
     for site in list(model_trace.values()) + list(guide_trace.values()):
@@ -109,57 +125,111 @@ def _plate_frame(site, plate: str):
     return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
 
 
-def _per_example(site, frame, num_rows: int) -> jax.Array:
-    """``[num_rows]``: the site's log-density summed over every axis but its plate's."""
+def _per_example(site, frame, num_rows: int, scale: float) -> jax.Array:
+    """``[num_rows]``: the site's log-density over ``scale``, summed over all but its plate's axis."""
     log_prob = jnp.asarray(_site_log_prob(site))
     if log_prob.ndim < -frame.dim or log_prob.shape[frame.dim] != num_rows:
         raise ValueError(
-            f"observed site {site['name']!r} has log-density of shape {log_prob.shape}; its "
+            f"site {site['name']!r} has log-density of shape {log_prob.shape}; its "
             f"plate {frame.name!r} (dim {frame.dim}) must span the {num_rows} rows of the shard"
         )
-    return jnp.moveaxis(log_prob, frame.dim, 0).reshape(num_rows, -1).sum(axis=1)
+    return jnp.moveaxis(log_prob, frame.dim, 0).reshape(num_rows, -1).sum(axis=1) / scale
 
 
-def make_particle(model, guide, transforms: dict, data_plate: str, model_kwargs: dict):
-    """A particle function ``(params, rng_key, (arrays, mask)) -> (log_lik [B], global [])``.
+def _data_plate_scale(model_trace, data_plate: str) -> tuple[float, bool]:
+    """(the scale NumPyro's data plate puts on its sites, whether it is declared full-size).
 
-    Its key is split into (model, guide) keys as NumPyro's ELBOs split a particle's key.
+    A full-size plate scales its sites by (its size) / (rows held); the engine scales the rows'
+    terms itself, so they are divided by it.
+    """
+    plate = model_trace.get(data_plate)
+    if plate is None or plate["type"] != "plate":
+        raise ValueError(f"the model has no plate named {data_plate!r} (data_plate)")
+    size, subsample_size = plate["args"]
+    if subsample_size is None:
+        return 1.0, False
+    return size / len(plate["value"]), True
+
+
+def make_particle(
+    model, guide, transforms: dict, data_plate: str, model_kwargs: dict, num_rows: int
+):
+    """A particle function ``(params, rng_key, (arrays, mask, rows)) -> (per_row [B], global [])``.
+
+    ``per_row`` is each row's log-likelihood plus, for local latents, ``log p - log q``;
+    ``num_rows`` is the data set's row count. The key is split into (model, guide) keys as
+    NumPyro's ELBOs split a particle's key.
     """
 
     def particle(params, rng_key, batch):
-        arrays, mask = batch
+        arrays, mask, rows = batch
         kwargs = {**model_kwargs, **arrays}
         model_key, guide_key = jax.random.split(rng_key)
         constrained = constrain(params, transforms)
         guide_trace = trace(
-            substitute(normal_draws(seed(guide, guide_key)), data=constrained)
+            substitute(
+                normal_draws(
+                    seed(data_rows(guide, data_plate, rows, num_rows), guide_key),
+                    data_plate,
+                    rows,
+                    num_rows,
+                ),
+                data=constrained,
+            )
         ).get_trace(**kwargs)
         model_trace = trace(
-            substitute(replay(seed(model, model_key), guide_trace), data=constrained)
+            substitute(
+                replay(seed(data_rows(model, data_plate, rows, num_rows), model_key), guide_trace),
+                data=constrained,
+            )
         ).get_trace(**kwargs)
-        log_lik = jnp.zeros(mask.shape[0])
+        scale, full_size = _data_plate_scale(model_trace, data_plate)
+        per_row = jnp.zeros(mask.shape[0])
         global_term = jnp.zeros(())
-        for site in model_trace.values():
-            if site["type"] != "sample":
-                continue
-            frame = _plate_frame(site, data_plate)
-            if frame is None:
-                global_term = global_term + jnp.sum(_site_log_prob(site))
-            elif site["is_observed"]:
-                log_lik = log_lik + _per_example(site, frame, mask.shape[0])
-            else:
-                raise ValueError(
-                    f"latent site {site['name']!r} lies in the data plate {data_plate!r}; "
-                    "sharded SVI supports observed sites only inside the data plate"
-                )
-        if not any(_plate_frame(s, data_plate) for s in model_trace.values()):
-            raise ValueError(f"the model has no plate named {data_plate!r} (data_plate)")
-        for site in guide_trace.values():
-            if site["type"] == "sample":
-                global_term = global_term - jnp.sum(_site_log_prob(site))
-        return jnp.where(mask, log_lik, 0.0), global_term
+        for sign, tr in ((1.0, model_trace), (-1.0, guide_trace)):
+            for site in tr.values():
+                if site["type"] != "sample":
+                    continue
+                frame = _plate_frame(site, data_plate)
+                if frame is None:
+                    global_term = global_term + sign * jnp.sum(_site_log_prob(site))
+                elif site["is_observed"] or full_size:
+                    per_row = per_row + sign * _per_example(site, frame, mask.shape[0], scale)
+                else:
+                    raise ValueError(
+                        f"latent site {site['name']!r} lies in the data plate {data_plate!r}, "
+                        "which takes its size from the rows: for local latents declare it with "
+                        f"the data set's, numpyro.plate({data_plate!r}, {num_rows}, "
+                        "subsample_size=<rows given to the model>)"
+                    )
+        return jnp.where(mask, per_row, 0.0), global_term
 
     return particle
+
+
+class data_rows(Messenger):
+    """Gives a full-size data plate (``plate(name, N, subsample_size=B)``) the rows it holds.
+
+    ``rows`` ``[B]`` are the global indices, among ``num_rows``, of the rows the model is given;
+    NumPyro's plate then slices full-size parameters declared inside it (a guide's, of local
+    latents) to them. A plate that takes its size from the rows (no ``subsample_size``) is left
+    alone.
+    """
+
+    def __init__(self, fn, plate: str, rows, num_rows: int):
+        self.plate, self.rows, self.num_rows = plate, rows, num_rows
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "plate" and msg["name"] == self.plate and msg["args"][1] is not None:
+            if msg["args"][0] != self.num_rows:
+                raise ValueError(
+                    f"plate {self.plate!r} is declared with size {msg['args'][0]}, but the data "
+                    f"have {self.num_rows} rows: declare numpyro.plate({self.plate!r}, "
+                    f"{self.num_rows}, subsample_size=<rows given to the model>)"
+                )
+            msg["value"] = self.rows
+            msg["args"] = (msg["args"][0], self.rows.shape[0])
 
 
 class normal_draws(Messenger):
@@ -172,21 +242,49 @@ class normal_draws(Messenger):
     fusion. A demand-small step (2 CPU devices, from the initial parameters, medians of 8
     alternating rounds in one process) took 16.7 ms instead of 19.0, a step on a quarter of its
     blocks 8.6 instead of 11.3; demand-medium's quarter step 66 instead of 80 ms.
+
+    Sites inside ``plate`` (local latents, the plate holding the rows ``rows`` of
+    ``num_rows``) draw ``eps`` as the whole data set's draw would, at their rows only
+    (:func:`samplepar.random.normal_rows`), so that a row's draw does not depend on the layout
+    or the mini-batch; their guide distribution must be a Normal, possibly transformed (as
+    AutoNormal's are).
     """
+
+    def __init__(self, fn=None, plate: str | None = None, rows=None, num_rows: int = 0):
+        self.plate, self.rows, self.num_rows = plate, rows, num_rows
+        super().__init__(fn)
 
     def process_message(self, msg):
         if msg["type"] != "sample" or msg["value"] is not None or msg["is_observed"]:
             return
-        fn = msg["fn"]
+        key = msg["kwargs"].get("rng_key")
+        frame = None if self.plate is None else _plate_frame(msg, self.plate)
+        fn, transforms = msg["fn"], []
+        if frame is not None and isinstance(fn, dist.TransformedDistribution):
+            fn, transforms = fn.base_dist, fn.transforms
         while isinstance(fn, dist.Independent):
             fn = fn.base_dist
-        key = msg["kwargs"].get("rng_key")
         if type(fn) is not dist.Normal or key is None:
+            if frame is not None and key is not None and not isinstance(fn, dist.Delta):
+                raise ValueError(
+                    f"the guide draws local latent site {msg['name']!r} from "
+                    f"{type(msg['fn']).__name__}: local latents need Normal guide sites "
+                    "(AutoNormal's), so that each row's draw is the same on every layout"
+                )
             return
         shape = tuple(msg["kwargs"].get("sample_shape", ())) + fn.batch_shape + fn.event_shape
-        eps = sp_random.normal(key, shape, jnp.result_type(float))
-        msg["value"] = fn.loc + eps * fn.scale
-        msg["intermediates"] = []
+        if frame is None:
+            eps = sp_random.normal(key, shape, jnp.result_type(float))
+        else:
+            axis = len(shape) - len(msg["fn"].event_shape) + frame.dim
+            full_shape = (*shape[:axis], self.num_rows, *shape[axis + 1 :])
+            eps = sp_random.normal_rows(key, full_shape, axis, self.rows)
+        value, intermediates = fn.loc + eps * fn.scale, []
+        for transform in transforms:  # as TransformedDistribution.sample_with_intermediates
+            unconstrained = value
+            value, inner = transform.call_with_intermediates(value)
+            intermediates.append([unconstrained, inner])
+        msg["value"], msg["intermediates"] = value, intermediates
 
 
 def constrain(params: dict, transforms: dict) -> dict:
@@ -202,13 +300,27 @@ def pad_rows(arrays: dict, multiple: int) -> tuple[dict, np.ndarray]:
         raise ValueError(f"data arrays must share their leading (row) axis; shapes: {shapes}")
     (n,) = num_rows
     padded = -(-n // multiple) * multiple
-    pad = padded - n
+    return {k: _pad_edge(a, padded) for k, a in arrays.items()}, np.arange(padded) < n
 
-    def edge(a):
-        a = np.asarray(a)
-        return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
 
-    return {k: edge(a) for k, a in arrays.items()}, np.arange(padded) < n
+def _pad_edge(a, length: int) -> np.ndarray:
+    """``a`` with its last row repeated up to ``length`` rows."""
+    a = np.asarray(a)
+    pad = length - len(a)
+    return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+
+def row_indices(num_local_rows: int, padded: int) -> tuple[np.ndarray, int]:
+    """(global index of each of this process's rows, padded as the rows are; the global count).
+
+    Each process holds a consecutive slice of the rows, in process order.
+    """
+    counts = [num_local_rows]
+    if jax.process_count() > 1:
+        counts = multihost_utils.process_allgather(np.int64(num_local_rows)).tolist()
+    offset = sum(counts[: jax.process_index()]) if len(counts) > 1 else 0
+    rows = np.arange(offset, offset + num_local_rows, dtype=np.int32)
+    return _pad_edge(rows, padded), int(sum(counts))
 
 
 def make_subsample(mesh, batch_size: int):
@@ -257,14 +369,29 @@ def build(
     mesh = make_mesh(Layout(1, jax.device_count())) if mesh is None else mesh
     optimizer = default_optimizer() if optimizer is None else optimizer
     arrays, mask = pad_rows(data, layout_of(mesh).data)
-    head = {k: a[: max(1, min(len(mask), 256))] for k, a in arrays.items()}
-    params, transforms = init_params(rng_key, model, guide, {**model_kwargs, **head})
-    particle = make_particle(model, guide, transforms, data_plate, model_kwargs)
-    device_data = global_batch((arrays, mask), mesh)
-    num_rows = len(mask) * jax.process_count()
+    rows, num_rows = row_indices(int(mask.sum()), len(mask))
+    num_head = max(1, min(len(mask), 256))
+    head = {k: a[:num_head] for k, a in arrays.items()}
+    params, transforms = init_params(
+        rng_key,
+        model,
+        guide,
+        {**model_kwargs, **head},
+        data_plate,
+        jnp.asarray(rows[:num_head]),
+        num_rows,
+    )
+    particle = make_particle(model, guide, transforms, data_plate, model_kwargs, num_rows)
+    device_data = global_batch((arrays, mask, rows), mesh)
+    num_rows_padded = len(mask) * jax.process_count()
     loss = jax.jit(
         engine.make_loss(
-            particle, objective, mesh, num_particles, dataset_size=num_rows, fan_out_flat=True
+            particle,
+            objective,
+            mesh,
+            num_particles,
+            dataset_size=num_rows_padded,
+            fan_out_flat=True,
         )
     )
     subsample = None if batch_size is None else jax.jit(make_subsample(mesh, batch_size))
