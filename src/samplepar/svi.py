@@ -89,8 +89,8 @@ def init_params(
     """(unconstrained initial params, bijections to their constraints) of the param sites.
 
     Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does,
-    on the rows ``rows`` (global indices among ``num_rows``) of the data. Values are strongly typed, so the first
-    step's outputs match its inputs (no recompile).
+    on the rows ``rows`` (global indices among ``num_rows``) of the data. Values are strongly
+    typed, so the first step's outputs match its inputs (no recompile).
     """
     model_key, guide_key = jax.random.split(rng_key)
     guide_trace = trace(seed(data_rows(guide, data_plate, rows, num_rows), guide_key)).get_trace(
@@ -126,7 +126,8 @@ def _plate_frame(site, plate: str):
 
 
 def _per_example(site, frame, num_rows: int, scale: float) -> jax.Array:
-    """``[num_rows]``: the site's log-density over ``scale``, summed over all but its plate's axis."""
+    """``[num_rows]``: the site's log-density over ``scale``, summed over all but its plate's
+    axis."""
     log_prob = jnp.asarray(_site_log_prob(site))
     if log_prob.ndim < -frame.dim or log_prob.shape[frame.dim] != num_rows:
         raise ValueError(
