@@ -1,0 +1,135 @@
+"""Mini-batch SVI with local latents: throughput per observation against full-batch steps.
+
+    python benchmarks/local_latents.py                  # 200,000 groups x 8 observations
+    python benchmarks/local_latents.py --groups 20000   # seconds
+
+A hierarchical model with one latent per row (a group's offset) besides two global latents,
+written with NumPyro's mini-batch idiom: ``plate("rows", num_rows, subsample_size=len(x))``.
+AutoNormal, Renyi ELBO (alpha = 0) with 4 particles, AdamW, every local device on ``data``.
+Full-batch steps and mini-batch steps of ``--batch-fractions`` of the rows (drawn on device)
+are timed in ``--rounds`` alternating rounds; each figure is the median of its rounds, and a
+mini-batch's observations per second are compared with the full batch's. A step on 2 rows
+gives the step's cost that does not shrink with the batch. Prints a table, ends with one JSON
+line and writes benchmarks/results/local_latents.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, use_host_devices  # noqa: E402
+
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    use_host_devices(os.cpu_count() or 1)
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+
+from samplepar import svi  # noqa: E402
+from samplepar.host import prepare_process  # noqa: E402
+from samplepar.mesh import make_mesh  # noqa: E402
+
+OBSERVATIONS_PER_ROW = 8
+NUM_PARTICLES = 4
+
+
+def grouped_model(x, y=None, *, num_rows):
+    """y[i, j] ~ Normal(offset[i] + weight * x[i, j], 0.5), offset[i] ~ Normal(0, spread)."""
+    weight = numpyro.sample("weight", dist.Normal(0.0, 1.0))
+    spread = numpyro.sample("spread", dist.HalfNormal(1.0))
+    with numpyro.plate("rows", num_rows, subsample_size=x.shape[0], dim=-2):
+        offset = numpyro.sample("offset", dist.Normal(0.0, spread))
+        with numpyro.plate("cells", x.shape[1], dim=-1):
+            numpyro.sample("y", dist.Normal(offset + weight * x, 0.5), obs=y)
+
+
+def simulate(num_rows: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num_rows, OBSERVATIONS_PER_ROW)).astype(np.float32)
+    offset = 0.8 * rng.standard_normal((num_rows, 1))
+    y = offset + 1.5 * x + 0.5 * rng.standard_normal(x.shape)
+    return {"x": x, "y": y.astype(np.float32)}
+
+
+def steps_per_second(problem: svi.SVI, num_steps: int) -> float:
+    """Steps per second over ``num_steps`` steps after one compiling step."""
+    state = problem.init(problem.params)
+    seed_key = jax.device_put(jax.random.key(1), state.step.sharding)
+    state, _ = problem.step(seed_key, state, problem.data)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        state, _ = problem.step(seed_key, state, problem.data)
+    jax.block_until_ready(state)
+    return num_steps / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+    prepare_process()  # as the command line does: see samplepar.host
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=200_000, help="rows, one latent each")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps a round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument(
+        "--batch-fractions",
+        type=lambda text: [float(f) for f in text.split(",") if f],
+        default=[0.25, 0.125],
+        help="mini-batch sizes as fractions of the rows (comma-separated)",
+    )
+    args = parser.parse_args(argv)
+    mesh = make_mesh("data")
+    data_shards = dict(mesh.shape)["data"]
+    data = simulate(args.groups)
+
+    def build(batch_size=None):
+        return svi.build(
+            jax.random.key(0),
+            grouped_model,
+            data,
+            model_kwargs={"num_rows": args.groups},
+            data_plate="rows",
+            mesh=mesh,
+            num_particles=NUM_PARTICLES,
+            batch_size=batch_size,
+        )
+
+    batches = {"full": args.groups, "fixed cost (2 rows)": data_shards}
+    for fraction in args.batch_fractions:
+        batches[f"{fraction:g} of the rows"] = max(1, round(fraction * args.groups / data_shards))
+        batches[f"{fraction:g} of the rows"] *= data_shards
+    problems = {name: build(None if name == "full" else rows) for name, rows in batches.items()}
+    rounds = {name: [] for name in problems}
+    for _ in range(args.rounds):
+        for name, problem in problems.items():
+            rounds[name].append(steps_per_second(problem, args.steps))
+    full_its = float(np.median(rounds["full"]))
+    print(f"{'steps on':<22}{'it/s':>9}{'obs/s vs full':>15}")
+    figures = {}
+    for name, rows in batches.items():
+        its = float(np.median(rounds[name]))
+        ratio = its * rows / (full_its * args.groups)
+        figures[name] = {"rows": rows, "it_per_s": its, "it_per_s_rounds": rounds[name]}
+        figures[name]["obs_per_s_vs_full_batch"] = ratio
+        print(f"{name:<22}{its:>9.1f}{ratio:>15.2f}")
+    record = {
+        "groups": args.groups,
+        "observations": args.groups * OBSERVATIONS_PER_ROW,
+        "devices": jax.device_count(),
+        "particles": NUM_PARTICLES,
+        "rounds": args.rounds,
+        "steps": figures,
+    }
+    emit("local_latents", record)
+    return record
+
+
+if __name__ == "__main__":
+    main()
