@@ -4,7 +4,7 @@
     python benchmarks/local_latents.py --groups 20000   # seconds
 
 A hierarchical model with one latent per row (a group's offset) besides two global latents,
-written with NumPyro's mini-batch idiom: ``plate("rows", num_rows, subsample_size=len(x))``.
+written with NumPyro's mini-batch idiom (``samplepar.models.grouped``).
 AutoNormal, Renyi ELBO (alpha = 0) with 4 particles, AdamW, every local device on ``data``.
 Full-batch steps and mini-batch steps of ``--batch-fractions`` of the rows (drawn on device)
 are timed in ``--rounds`` alternating rounds; each figure is the median of its rounds, and a
@@ -30,33 +30,14 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
 
 from samplepar import svi  # noqa: E402
 from samplepar.host import prepare_process  # noqa: E402
 from samplepar.mesh import make_mesh  # noqa: E402
+from samplepar.models.grouped import ROWS_PLATE, grouped_model, simulate_groups  # noqa: E402
 
 OBSERVATIONS_PER_ROW = 8
 NUM_PARTICLES = 4
-
-
-def grouped_model(x, y=None, *, num_rows):
-    """y[i, j] ~ Normal(offset[i] + weight * x[i, j], 0.5), offset[i] ~ Normal(0, spread)."""
-    weight = numpyro.sample("weight", dist.Normal(0.0, 1.0))
-    spread = numpyro.sample("spread", dist.HalfNormal(1.0))
-    with numpyro.plate("rows", num_rows, subsample_size=x.shape[0], dim=-2):
-        offset = numpyro.sample("offset", dist.Normal(0.0, spread))
-        with numpyro.plate("cells", x.shape[1], dim=-1):
-            numpyro.sample("y", dist.Normal(offset + weight * x, 0.5), obs=y)
-
-
-def simulate(num_rows: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((num_rows, OBSERVATIONS_PER_ROW)).astype(np.float32)
-    offset = 0.8 * rng.standard_normal((num_rows, 1))
-    y = offset + 1.5 * x + 0.5 * rng.standard_normal(x.shape)
-    return {"x": x, "y": y.astype(np.float32)}
 
 
 def steps_per_second(problem: svi.SVI, num_steps: int) -> float:
@@ -87,7 +68,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     mesh = make_mesh("data")
     data_shards = dict(mesh.shape)["data"]
-    data = simulate(args.groups)
+    data = simulate_groups(args.groups, OBSERVATIONS_PER_ROW)
 
     def build(batch_size=None):
         return svi.build(
@@ -95,7 +76,7 @@ def main(argv=None) -> dict:
             grouped_model,
             data,
             model_kwargs={"num_rows": args.groups},
-            data_plate="rows",
+            data_plate=ROWS_PLATE,
             mesh=mesh,
             num_particles=NUM_PARTICLES,
             batch_size=batch_size,

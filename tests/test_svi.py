@@ -16,6 +16,7 @@ from samplepar import svi
 from samplepar.guides import AutoPairedNormal
 from samplepar.mesh import make_mesh
 from samplepar.models import observations, published_inputs, published_model, simulate, validate
+from samplepar.models.grouped import TRUE_WEIGHT, grouped_model, simulate_groups
 from samplepar.objectives import ELBO, RenyiELBO
 
 S = 4
@@ -152,9 +153,11 @@ def test_any_autoguide(demand, make_guide):
     np.testing.assert_allclose(value, ref, rtol=1e-5)
 
 
-def test_minibatch_loss_is_unbiased(demand):
+@pytest.mark.parametrize(("model", "batch_size"), [("demand", 16), ("local-latents", 32)])
+def test_minibatch_loss_is_unbiased(demand, groups, model, batch_size):
     """Mean of mini-batch losses over 400 draws equals the full-data loss within 4 SE."""
-    problem = _build(demand, layout="sample=2,data=2", objective=ELBO(False), batch_size=16)
+    kwargs = {"layout": "sample=2,data=2", "objective": ELBO(False), "batch_size": batch_size}
+    problem = _build(demand, **kwargs) if model == "demand" else _build_grouped(groups, **kwargs)
     params = _perturbed(problem.params)
     particle_key = jax.random.key(11)
 
@@ -219,28 +222,15 @@ def test_fit_names_the_step_of_a_non_finite_loss(demand):
 NUM_GROUPS = 300  # more than the 256 rows the guide's prototype is traced on
 
 
-def _grouped_model(x, y=None, *, num_rows):
-    weight = numpyro.sample("weight", dist.Normal(0.0, 1.0))
-    spread = numpyro.sample("spread", dist.HalfNormal(1.0))
-    with numpyro.plate("rows", num_rows, subsample_size=x.shape[0], dim=-2):
-        offset = numpyro.sample("offset", dist.Normal(0.0, spread))
-        with numpyro.plate("cells", x.shape[1], dim=-1):
-            numpyro.sample("y", dist.Normal(offset + weight * x, 0.5), obs=y)
-
-
 @pytest.fixture(scope="module")
 def groups():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((NUM_GROUPS, 4)).astype(np.float32)
-    offset = 0.8 * rng.standard_normal((NUM_GROUPS, 1))
-    y = (offset + 1.5 * x + 0.5 * rng.standard_normal(x.shape)).astype(np.float32)
-    return {"x": x, "y": y}
+    return simulate_groups(NUM_GROUPS, 4)
 
 
 def _build_grouped(groups, layout="none", **kwargs):
     return svi.build(
         jax.random.key(0),
-        _grouped_model,
+        grouped_model,
         groups,
         model_kwargs={"num_rows": NUM_GROUPS},
         data_plate="rows",
@@ -268,36 +258,20 @@ def test_local_latents_match_numpyro(groups, layout, ours, theirs):
     (value, _), grads = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))(
         params, key, problem.data
     )
-    reference_guide = AutoNormal(_grouped_model)  # its prototype sees every row: no subsample
+    reference_guide = AutoNormal(grouped_model)  # its prototype sees every row: no subsample
     keys = sp_random.sample_keys(key, jnp.arange(S))
     theirs.vectorize_particles_fn = lambda fn, _keys: jax.vmap(fn)(keys)
 
     def reference(params):
         constrained = problem.constrain(params)
         kwargs = {"num_rows": NUM_GROUPS, **groups}
-        return theirs.loss(key, constrained, _grouped_model, reference_guide, **kwargs)
+        return theirs.loss(key, constrained, grouped_model, reference_guide, **kwargs)
 
     numpyro.handlers.seed(reference_guide, 0)(num_rows=NUM_GROUPS, **groups)  # its prototype
     ref_value, ref_grads = jax.jit(jax.value_and_grad(reference))(params)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     for name in params:
         np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-4, atol=1e-4, err_msg=name)
-
-
-def test_local_latent_minibatch_loss_is_unbiased(groups):
-    """Mini-batches of 32 rows, latents included: mean of 400 losses within 4 SE of the full."""
-    problem = _build_grouped(groups, "sample=2,data=2", objective=ELBO(False), batch_size=32)
-    params = _perturbed(problem.params)
-    particle_key = jax.random.key(11)
-
-    @jax.jit
-    def minibatch_loss(data_key):
-        return problem.loss(params, particle_key, problem.subsample(data_key, problem.data))[0]
-
-    draws = np.array([minibatch_loss(jax.random.key(i)) for i in range(400)])
-    full = float(problem.loss(params, particle_key, problem.data)[0])
-    standard_error = draws.std(ddof=1) / np.sqrt(len(draws))
-    assert abs(draws.mean() - full) < 4 * standard_error, (draws.mean(), full, standard_error)
 
 
 def test_local_latents_recover_offsets(groups):
@@ -312,9 +286,9 @@ def test_local_latents_recover_offsets(groups):
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
     draws = svi.posterior_draws(jax.random.key(0), problem, result.params, 200)
     assert draws["offset"].shape == (200, NUM_GROUPS, 1)
-    assert abs(draws["weight"].mean() - 1.5) < 0.1
+    assert abs(draws["weight"].mean() - TRUE_WEIGHT) < 0.1
     x, y = groups["x"], groups["y"]
-    least_squares = (y - 1.5 * x).mean(axis=1)  # each group's offset given the weight
+    least_squares = (y - TRUE_WEIGHT * x).mean(axis=1)  # each group's offset given the weight
     estimate = draws["offset"].mean(axis=0)[:, 0]
     assert np.corrcoef(estimate, least_squares)[0, 1] > 0.95
 
@@ -324,7 +298,7 @@ def test_full_size_data_plate_must_match_the_rows(groups):
     with pytest.raises(ValueError, match=message):
         svi.build(
             jax.random.key(0),
-            _grouped_model,
+            grouped_model,
             groups,
             model_kwargs={"num_rows": 299},
             data_plate="rows",
