@@ -130,9 +130,10 @@ def normal_rows(
     strides = np.cumprod((1, *shape[::-1]))[-2::-1]  # C order, in elements
     counts = jnp.zeros(out_shape, jnp.uint32)
     for dim, stride in enumerate(strides):
-        index = jax.lax.broadcasted_iota(jnp.uint32, out_shape, dim)
-        if dim == axis:
-            index = jnp.asarray(rows, jnp.uint32)[index]
+        if dim == axis:  # the rows, along their axis
+            index = jnp.asarray(rows, jnp.uint32).reshape(-1, *[1] * (len(shape) - axis - 1))
+        else:
+            index = jax.lax.broadcasted_iota(jnp.uint32, out_shape, dim)
         counts = counts + index * jnp.uint32(stride)
     key = rng_key if rng_key.dtype == jnp.uint32 else jax.random.key_data(rng_key)
     return _normal_of_counts(key[..., 0], key[..., 1], counts)

@@ -319,7 +319,7 @@ def row_indices(num_local_rows: int, padded: int) -> tuple[np.ndarray, int]:
     counts = [num_local_rows]
     if jax.process_count() > 1:
         counts = multihost_utils.process_allgather(np.int64(num_local_rows)).tolist()
-    offset = sum(counts[: jax.process_index()]) if len(counts) > 1 else 0
+    offset = sum(counts[: jax.process_index()])
     rows = np.arange(offset, offset + num_local_rows, dtype=np.int32)
     return _pad_edge(rows, padded), int(sum(counts))
 
