@@ -293,6 +293,26 @@ def test_local_latents_recover_offsets(groups):
     assert np.corrcoef(estimate, least_squares)[0, 1] > 0.95
 
 
+def test_local_params_are_taken_at_the_rows_before_the_particles_copies():
+    """A step on 2 rows needs temporaries of about twice the local params (their gradient and
+    its sum over devices), not a full-size copy and gradient per particle (8x)."""
+    num_rows = 20_000
+    problem = svi.build(
+        jax.random.key(0),
+        grouped_model,
+        simulate_groups(num_rows, 4),
+        model_kwargs={"num_rows": num_rows},
+        data_plate="rows",
+        mesh=make_mesh("data=2"),
+        num_particles=4,
+        batch_size=2,
+    )
+    local_bytes = sum(problem.params[f"offset_auto_{p}"].nbytes for p in ("loc", "scale"))
+    state = problem.init(problem.params)
+    compiled = problem.step.lower(jax.random.key(1), state, problem.data).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < 2.5 * local_bytes
+
+
 def test_full_size_data_plate_must_match_the_rows(groups):
     message = "plate 'rows' is declared with size 299, but the data have 300 rows"
     with pytest.raises(ValueError, match=message):

@@ -85,12 +85,13 @@ def default_optimizer(
 
 def init_params(
     rng_key, model, guide, model_kwargs: dict, data_plate: str, rows, num_rows: int
-) -> tuple[dict, dict]:
-    """(unconstrained initial params, bijections to their constraints) of the param sites.
+) -> tuple[dict, dict, dict]:
+    """(unconstrained initial params, bijections to their constraints, row axes) of the params.
 
     Traces the guide and the model replayed against it, as ``numpyro.infer.SVI.init`` does,
     on the rows ``rows`` (global indices among ``num_rows``) of the data. Values are strongly
-    typed, so the first step's outputs match its inputs (no recompile).
+    typed, so the first step's outputs match its inputs (no recompile). The row axes are those
+    of the local params (:func:`local_param_axes`).
     """
     model_key, guide_key = jax.random.split(rng_key)
     guide_trace = trace(seed(data_rows(guide, data_plate, rows, num_rows), guide_key)).get_trace(
@@ -110,7 +111,33 @@ def init_params(
             transforms[site["name"]] = transform
             value = jnp.asarray(transform.inv(site["value"]))
             params[site["name"]] = jnp.array(value, dtype=value.dtype)  # not weakly typed
-    return params, transforms
+    return params, transforms, local_param_axes(guide_trace, data_plate)
+
+
+def local_param_axes(guide_trace, data_plate: str) -> dict[str, int]:
+    """``{name: axis}`` of the guide's params inside a full-size data plate (local latents').
+
+    Such a param holds one entry per row of the data set along ``axis``; NumPyro's plate
+    slices it to the rows held (its ``event_dim`` says which axis).
+    """
+    plate = guide_trace.get(data_plate)
+    if plate is None or plate["type"] != "plate" or plate["args"][1] is None:
+        return {}
+    axes = {}
+    for site in guide_trace.values():
+        frame = _plate_frame(site, data_plate) if site["type"] == "param" else None
+        event_dim = None if frame is None else site["kwargs"].get("event_dim")
+        if event_dim is not None:
+            axes[site["name"]] = jnp.ndim(site["value"]) + frame.dim - event_dim
+    return axes
+
+
+def take_rows(params: dict, axes: dict[str, int], rows) -> dict:
+    """``params`` with each local param (``axes``: its row axis) taken at ``rows``."""
+    return {
+        name: jnp.take(value, rows, axis=axes[name]) if name in axes else value
+        for name, value in params.items()
+    }
 
 
 def _site_log_prob(site) -> jax.Array:
@@ -158,8 +185,9 @@ def make_particle(
     """A particle function ``(params, rng_key, (arrays, mask, rows)) -> (per_row [B], global [])``.
 
     ``per_row`` is each row's log-likelihood plus, for local latents, ``log p - log q``;
-    ``num_rows`` is the data set's row count. The key is split into (model, guide) keys as
-    NumPyro's ELBOs split a particle's key.
+    ``num_rows`` is the data set's row count. The local params come already taken at the rows
+    (:func:`take_rows`, done by the engine before the particles' copies). The key is split into
+    (model, guide) keys as NumPyro's ELBOs split a particle's key.
     """
 
     def particle(params, rng_key, batch):
@@ -170,7 +198,9 @@ def make_particle(
         guide_trace = trace(
             substitute(
                 normal_draws(
-                    seed(data_rows(guide, data_plate, rows, num_rows), guide_key),
+                    seed(
+                        data_rows(guide, data_plate, rows, num_rows, params_taken=True), guide_key
+                    ),
                     data_plate,
                     rows,
                     num_rows,
@@ -213,15 +243,20 @@ class data_rows(Messenger):
 
     ``rows`` ``[B]`` are the global indices, among ``num_rows``, of the rows the model is given;
     NumPyro's plate then slices full-size parameters declared inside it (a guide's, of local
-    latents) to them. A plate that takes its size from the rows (no ``subsample_size``) is left
-    alone.
+    latents) to them, unless ``params_taken``: then their values are given at the rows already
+    and the plate is kept from slicing them (by hiding their ``event_dim`` from it). A plate
+    that takes its size from the rows (no ``subsample_size``) is left alone.
     """
 
-    def __init__(self, fn, plate: str, rows, num_rows: int):
+    def __init__(self, fn, plate: str, rows, num_rows: int, params_taken: bool = False):
         self.plate, self.rows, self.num_rows = plate, rows, num_rows
+        self.params_taken, self.full_size = params_taken, False
         super().__init__(fn)
 
     def process_message(self, msg):
+        if msg["type"] == "param" and self.params_taken and self.full_size:
+            if _plate_frame(msg, self.plate) is not None:
+                msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
         if msg["type"] == "plate" and msg["name"] == self.plate and msg["args"][1] is not None:
             if msg["args"][0] != self.num_rows:
                 raise ValueError(
@@ -231,6 +266,7 @@ class data_rows(Messenger):
                 )
             msg["value"] = self.rows
             msg["args"] = (msg["args"][0], self.rows.shape[0])
+            self.full_size = True
 
 
 class normal_draws(Messenger):
@@ -373,7 +409,7 @@ def build(
     rows, num_rows = row_indices(int(mask.sum()), len(mask))
     num_head = max(1, min(len(mask), 256))
     head = {k: a[:num_head] for k, a in arrays.items()}
-    params, transforms = init_params(
+    params, transforms, local_axes = init_params(
         rng_key,
         model,
         guide,
@@ -393,6 +429,7 @@ def build(
             num_particles,
             dataset_size=num_rows_padded,
             fan_out_flat=True,
+            slice_params=lambda p, batch: take_rows(p, local_axes, batch[2]),
         )
     )
     subsample = None if batch_size is None else jax.jit(make_subsample(mesh, batch_size))
