@@ -126,7 +126,9 @@ def effect_at_mean(
     instead (its density is ``effect``'s prior shifted by ``slope * covariate_mean``) and sets
     ``effect = {effect}_at_mean - slope * covariate_mean`` as a deterministic site. The map has
     unit Jacobian, so the posterior is unchanged; ``slope`` must be sampled (or be a
-    deterministic site) before ``effect``. ``covariate_mean`` broadcasts against both sites.
+    deterministic site) before ``effect``. ``covariate_mean`` broadcasts against both sites;
+    it may also be a function of the model's keyword arguments, for data that arrive in shards
+    or mini-batches.
     """
     return _EffectAtMean(model, effect, slope, covariate_mean)
 
@@ -157,9 +159,14 @@ class _EffectAtMean(handlers.reparam):
             return None
         if self._slope_value is None:
             raise ValueError(f"site {self.slope!r} must be sampled before {self.effect!r}")
-        shift = self._slope_value * self.covariate_mean
+        shift = self._slope_value * self._mean
         self._slope_value = None
         return _Shift(shift)
+
+    def __call__(self, *args, **kwargs):
+        mean = self.covariate_mean
+        self._mean = mean(kwargs) if callable(mean) else mean
+        return super().__call__(*args, **kwargs)
 
     def postprocess_message(self, msg):
         if msg["name"] == self.slope:

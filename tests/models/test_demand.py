@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpyro.infer.util import initialize_model, potential_energy
 
-from samplepar import svi
+from samplepar import mcmc, svi
 from samplepar.mesh import make_mesh
 from samplepar.models import (
     fast_inputs,
@@ -18,6 +18,13 @@ from samplepar.models import (
     simulate,
     validate,
 )
+from samplepar.models.demand import (
+    local_inputs,
+    local_model,
+    slot_mean_log_price,
+    slots_to_products,
+)
+from samplepar.models.demand_data import mean_log_price
 
 
 def _inputs(num_products, num_periods, num_categories, drop=(), seed=0):
@@ -46,6 +53,53 @@ def test_fast_model_has_published_log_density(scale):
     for name in grads:
         np.testing.assert_allclose(fast_grads[name], grads[name], rtol=1e-4, atol=1e-3)
     assert jnp.isfinite(value)
+
+
+@pytest.mark.parametrize("at_mean", [False, True])
+def test_local_model_has_fast_log_density(at_mean):
+    """With each product's latents in its block slot, the local model's potential energy and
+    gradient are the fast model's plus the empty slots' standard normal priors."""
+    obs, _, (data, kwargs), _ = _inputs(40, 9, 3, drop=(3, 10, 40, 41))
+    blocks = panel(obs)
+    local_data, local_kwargs = local_inputs(obs, blocks)
+    fast, local = fast_model, local_model
+    if at_mean:
+        fast = mcmc.effect_at_mean(fast_model, jnp.asarray(mean_log_price(obs)))
+        local = mcmc.effect_at_mean(local_model, slot_mean_log_price)
+    info = initialize_model(jax.random.key(0), fast, model_kwargs={**data, **kwargs})
+    params = {
+        k: v + 0.5 * jax.random.normal(jax.random.key(i), v.shape)
+        for i, (k, v) in enumerate(info.param_info.z.items())
+    }
+    real = blocks.observed.any(-1)
+    assert (~real).sum() > 0  # the panel has empty slots
+    product_sites = [n for n in params if n.startswith("product_")]
+    local_params = dict(params)
+    for i, name in enumerate(product_sites):
+        padding = jax.random.normal(jax.random.key(10 + i), real.shape)
+        local_params[name] = jnp.where(real, params[name][blocks.product], padding)
+
+    def energy(model, arrays, model_kwargs, p):
+        return jax.value_and_grad(
+            lambda p: potential_energy(model, (), {**arrays, **model_kwargs}, p)
+        )(p)
+
+    value, grads = energy(fast, data, kwargs, params)
+    local_value, local_grads = energy(local, local_data, local_kwargs, local_params)
+    padding_log_prior = sum(
+        jax.scipy.stats.norm.logpdf(local_params[n])[~real].sum() for n in product_sites
+    )
+    np.testing.assert_allclose(local_value, value - padding_log_prior, rtol=2e-6)
+    for name in params:
+        expected = grads[name]
+        if name in product_sites:
+            got = slots_to_products(np.asarray(local_grads[name]), blocks)
+            np.testing.assert_allclose(
+                np.asarray(local_grads[name])[~real], local_params[name][~real], rtol=1e-5
+            )
+        else:
+            got = local_grads[name]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3, err_msg=name)
 
 
 def test_fast_path_recovers_elasticities():

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.reparam import LocScaleReparam
@@ -39,6 +41,7 @@ from samplepar.models.block_poisson import Blocks, block_log_likelihood
 LOG_DEMAND_CLIP = (-4.0, 20.0)
 OBS_PLATE = "obs"
 ROWS_PLATE = "rows"
+SLOTS_PLATE = "slots"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,17 @@ class Priors:
 
 def latents(product_category, num_categories: int, num_periods: int, priors: Priors):
     """Samples the latent sites; returns (product elasticity [P], effect [P], b [C, T])."""
-    num_products = len(product_category)
+    category_el, sigma_prod, mu, sigma_effect, sigma_cp = hyper_latents(num_categories, priors)
+    with numpyro.plate("products", len(product_category)):
+        product_el, effect = product_latents(
+            category_el[product_category], sigma_prod, mu, sigma_effect
+        )
+    return product_el, effect, cat_period_latents(num_categories, num_periods, sigma_cp)
+
+
+def hyper_latents(num_categories: int, priors: Priors):
+    """Samples the global sites and category elasticities; returns (category elasticity [C],
+    product elasticity scale, effect location, effect scale, category-period scale)."""
     g = numpyro.sample(
         "global_elasticity", dist.Normal(priors.elasticity_loc, priors.elasticity_scale)
     )
@@ -66,22 +79,38 @@ def latents(product_category, num_categories: int, num_periods: int, priors: Pri
     mu = numpyro.sample("mu_effect", dist.Normal(priors.effect_loc, priors.effect_scale))
     sigma_effect = numpyro.sample("sigma_effect", dist.HalfNormal(priors.sigma_effect))
     sigma_cp = numpyro.sample("sigma_cat_period", dist.HalfNormal(priors.sigma_cat_period))
-    reparam = {"category_elasticity": LocScaleReparam(0), "product_elasticity": LocScaleReparam(0)}
-    with numpyro.handlers.reparam(config=reparam):
+    with numpyro.handlers.reparam(config={"category_elasticity": LocScaleReparam(0)}):
         with numpyro.plate("categories", num_categories):
             category_el = numpyro.sample("category_elasticity", dist.Normal(g, sigma_cat))
-        with numpyro.plate("products", num_products):
-            product_el = numpyro.sample(
-                "product_elasticity", dist.Normal(category_el[product_category], sigma_prod)
-            )
-    with numpyro.plate("products", num_products):
-        effect = numpyro.sample("product_effect", dist.Normal(mu, sigma_effect))
+    return category_el, sigma_prod, mu, sigma_effect, sigma_cp
+
+
+def product_latents(elasticity_loc, sigma_prod, mu, sigma_effect, real=None):
+    """Samples each product's elasticity and effect in the enclosing plates.
+
+    ``real`` (optional, broadcasting against ``elasticity_loc``) marks the places that hold a
+    product; the others (a panel's empty slots) get standard normal priors, which no data and
+    no other site touch, so the posterior of every product is unchanged.
+    """
+    loc_scale = [(elasticity_loc, sigma_prod), (mu, sigma_effect)]
+    if real is not None:
+        loc_scale = [
+            (jnp.where(real, loc, 0.0), jnp.where(real, scale, 1.0)) for loc, scale in loc_scale
+        ]
+    (el_loc, el_scale), (effect_loc, effect_scale) = loc_scale
+    with numpyro.handlers.reparam(config={"product_elasticity": LocScaleReparam(0)}):
+        product_el = numpyro.sample("product_elasticity", dist.Normal(el_loc, el_scale))
+    effect = numpyro.sample("product_effect", dist.Normal(effect_loc, effect_scale))
+    return product_el, effect
+
+
+def cat_period_latents(num_categories: int, num_periods: int, sigma_cp):
+    """Samples the category-period effects ``[C, T]``."""
     with (
         numpyro.plate("cat_period_categories", num_categories, dim=-2),
         numpyro.plate("periods", num_periods, dim=-1),
     ):
-        cat_period = numpyro.sample("cat_period_effect", dist.Normal(0.0, sigma_cp))
-    return product_el, effect, cat_period
+        return numpyro.sample("cat_period_effect", dist.Normal(0.0, sigma_cp))
 
 
 def published_model(
@@ -148,6 +177,73 @@ def fast_model(
         numpyro.factor("units", log_lik - log_units_factorial)
 
 
+def local_model(
+    product,
+    category,
+    log_price,
+    units,
+    observed,
+    units_total,
+    units_log_price,
+    units_per_period,
+    log_price_low,
+    log_price_high,
+    log_units_factorial,
+    *,
+    num_blocks: int,
+    num_categories: int,
+    num_periods: int,
+    priors: Priors = Priors(),
+):
+    """:func:`fast_model` with the product latents local to the blocks (the same posterior).
+
+    A product's elasticity and effect are sampled per block slot (``[B, K]``, inside the
+    ``rows`` plate declared with all ``num_blocks`` blocks, NumPyro's mini-batch idiom), so
+    that sharded SVI samples, scores and differentiates them only on the blocks a device or a
+    mini-batch holds (:mod:`samplepar.svi`, local latents). Empty slots get standard normal
+    priors that touch nothing (:func:`product_latents`); :func:`slots_to_products` reads a
+    product's values back. ``product`` is unused: blocks carry their products' cells.
+    """
+    del product
+    category_el, sigma_prod, mu, sigma_effect, sigma_cp = hyper_latents(num_categories, priors)
+    real = observed.any(-1)
+    with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
+        with numpyro.plate(SLOTS_PLATE, real.shape[1], dim=-1):
+            product_el, effect = product_latents(
+                category_el[category][:, None], sigma_prod, mu, sigma_effect, real
+            )
+    cat_period = cat_period_latents(num_categories, num_periods, sigma_cp)
+    cells = Blocks(
+        log_price,
+        units,
+        observed,
+        units_total,
+        units_log_price,
+        units_per_period,
+        log_price_low,
+        log_price_high,
+    )
+    log_lik = block_log_likelihood(effect, product_el, cat_period[category], cells, LOG_DEMAND_CLIP)
+    with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
+        numpyro.factor("units", (log_lik - log_units_factorial)[:, None])
+
+
+def slots_to_products(values, panel):
+    """``[..., P]``: per-product values of per-slot ``values`` ``[..., B, K]`` (the panel's)."""
+    real = np.asarray(panel.observed).any(-1)
+    product = np.asarray(panel.product)[real]
+    out = np.empty(np.shape(values)[:-2] + (len(product),), np.asarray(values).dtype)
+    out[..., product] = np.asarray(values)[..., real]
+    return out
+
+
+def slot_mean_log_price(arrays: dict) -> jax.Array:
+    """``[B, K]`` each slot's mean log price over its observed periods (0 for empty slots)."""
+    observed = arrays["observed"]
+    total = jnp.where(observed, arrays["log_price"], 0.0).sum(-1)
+    return total / jnp.maximum(observed.sum(-1), 1)
+
+
 def published_inputs(obs) -> tuple[dict, dict]:
     """(observation arrays sharded over ``obs``, model kwargs) for :func:`published_model`."""
     data = {
@@ -163,6 +259,13 @@ def published_inputs(obs) -> tuple[dict, dict]:
 def fast_inputs(obs, panel) -> tuple[dict, dict]:
     """(panel arrays sharded over ``rows``, model kwargs) for :func:`fast_model`."""
     return panel._asdict(), model_kwargs(obs)
+
+
+def local_inputs(obs, panel) -> tuple[dict, dict]:
+    """(panel arrays sharded over ``rows``, model kwargs) for :func:`local_model`."""
+    sizes = model_kwargs(obs)
+    del sizes["product_category"]
+    return panel._asdict(), {**sizes, "num_blocks": len(panel.category)}
 
 
 def model_kwargs(obs) -> dict:
