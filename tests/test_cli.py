@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +74,31 @@ def test_demand_simulate_then_fit(tmp_path, capsys):
     assert summary["observations"] == 96
     assert 0.0 <= summary["truth"]["coverage_90"] <= 1.0  # the simulated truth sits beside it
     assert -1.0 <= summary["truth"]["elasticity_median_corr"] <= 1.0
+
+
+def test_demand_minibatch_fit_reports_products(tmp_path, capsys):
+    """A mini-batch fit (product latents local to the blocks) writes per-product draws."""
+    data = tmp_path / "panel.parquet"
+    args = ["demand", "simulate", "--products", "40", "--periods", "6", "--categories", "2"]
+    assert cli.main([*args, "-o", str(data)]) == 0
+    capsys.readouterr()
+    fit = ["demand", "fit", str(data), "--steps", "10", "--layout", "data=2", "--batch-size", "2"]
+    assert cli.main([*fit, "--workdir", str(tmp_path / "fit"), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert 0.0 <= summary["truth"]["coverage_90"] <= 1.0  # draws per product, as the truth
+    posterior = az.from_netcdf(tmp_path / "fit" / "posterior.nc").posterior
+    assert posterior["product_elasticity"].shape == (1, 500, 40)
+
+
+def test_demand_minibatch_fit_refuses_a_joint_guide(tmp_path, capsys):
+    data = tmp_path / "panel.parquet"
+    assert (
+        cli.main(["demand", "simulate", "--products", "8", "--periods", "3", "-o", str(data)]) == 0
+    )
+    fit = ["demand", "fit", str(data), "--batch-size", "2", "--guide", "lowrank"]
+    assert cli.main([*fit, "--workdir", str(tmp_path / "w")]) == 2
+    assert "mini-batches (batch_size) need a mean-field guide" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_demand_fit_names_an_unknown_guide(tmp_path, capsys):

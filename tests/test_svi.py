@@ -286,6 +286,11 @@ def test_local_latents_recover_offsets(groups):
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
     draws = svi.posterior_draws(jax.random.key(0), problem, result.params, 200)
     assert draws["offset"].shape == (200, NUM_GROUPS, 1)
+    # a deterministic site of the local latents, from every row's own data (300 > the 256 rows
+    # the guide was set up on)
+    mean_x = groups["x"].mean(axis=1, keepdims=True)
+    expected = draws["offset"] + draws["weight"][:, None, None] * mean_x
+    np.testing.assert_allclose(draws["row_mean"], expected, rtol=1e-5, atol=1e-5)
     assert abs(draws["weight"].mean() - TRUE_WEIGHT) < 0.1
     x, y = groups["x"], groups["y"]
     least_squares = (y - TRUE_WEIGHT * x).mean(axis=1)  # each group's offset given the weight

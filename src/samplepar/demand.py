@@ -2,7 +2,9 @@
 
 The fit uses the fast (blocked panel) formulation of the price-elasticity model, the article's
 Renyi objective with its particle count and, by default, the recommended guide (mean-field with
-the product effect at the product's mean log price, :mod:`samplepar.compare`). It writes the
+the product effect at the product's mean log price, :mod:`samplepar.compare`). Mini-batch fits
+use the formulation whose product latents are local to the blocks (``local_model``), so that a
+step samples, scores and differentiates the products of its batch's blocks only. It writes the
 guide's posterior draws as ArviZ InferenceData (netCDF) and a summary of the product
 elasticities; when the table was simulated (its truth file beside it), the summary also says how
 well the truth is recovered: correlation of posterior medians, 90% interval coverage.
@@ -20,7 +22,14 @@ import pandas as pd
 
 from samplepar import checkpoint, compare, guides, mcmc, mesh, objectives, preflight, svi
 from samplepar.models import demand_data
-from samplepar.models.demand import fast_inputs, fast_model
+from samplepar.models.demand import (
+    draws_by_product,
+    fast_inputs,
+    fast_model,
+    local_inputs,
+    local_model,
+    slot_mean_log_price,
+)
 from samplepar.progress import status
 
 
@@ -54,6 +63,12 @@ def fit_file(
     """
     if guide not in compare.SVI_METHODS:
         raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(compare.SVI_METHODS)}")
+    guide_name, at_mean = compare.SVI_METHODS[guide]
+    if batch_size is not None and guide_name != "normal":
+        raise ValueError(
+            f"guide {guide!r} couples the products of different blocks; mini-batches "
+            "(batch_size) need a mean-field guide: normal or normal-at-mean"
+        )
     table, truth = demand_data.load(path)
     obs = demand_data.observations(table)
     workdir = preflight.check_workdir(workdir)
@@ -62,12 +77,16 @@ def fit_file(
     run_identity |= {"batch_size": batch_size, "seed": seed, "guide": guide}
     checkpoint.check_config(workdir, run_identity)
     mesh_ = mesh.make_mesh(layout)
-    data, kwargs = fast_inputs(obs, demand_data.panel(obs, num_shards=mesh.layout_of(mesh_).data))
+    blocks = demand_data.panel(obs, num_shards=mesh.layout_of(mesh_).data)
     key = jax.random.key(seed)
-    guide_name, at_mean = compare.SVI_METHODS[guide]
-    model = fast_model
+    if batch_size is None:
+        data, kwargs = fast_inputs(obs, blocks)
+        model, mean_log_price = fast_model, demand_data.mean_log_price(obs)
+    else:
+        data, kwargs = local_inputs(obs, blocks)
+        model, mean_log_price = local_model, slot_mean_log_price
     if at_mean:
-        model = mcmc.effect_at_mean(fast_model, demand_data.mean_log_price(obs))
+        model = mcmc.effect_at_mean(model, mean_log_price)
     status(
         f"{len(table)} rows ({len(obs.product_category)} products x {len(obs.encoding.periods)} "
         f"periods): setting up guide {guide!r} and compiling the step on layout {layout!r} "
@@ -95,6 +114,8 @@ def fit_file(
         checkpoint_every=max(1, min(1000, steps // 4)),
     )
     posterior = svi.posterior_draws(jax.random.fold_in(key, 2), problem, result.params, draws)
+    if batch_size is not None:
+        posterior = draws_by_product(posterior, blocks)
     temporary = workdir / "posterior.nc.tmp"
     svi.to_inference_data(posterior, temporary)
     os.replace(temporary, workdir / "posterior.nc")

@@ -27,6 +27,7 @@ term is scaled by (padded rows) / ``batch_size``, an unbiased estimate of the fu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -64,6 +65,7 @@ class SVI(NamedTuple):
     data: PyTree  # (arrays, mask [N_padded], row index [N_padded]) sharded over ``data``
     constrain: Callable  # unconstrained params -> constrained params
     guide: Any
+    draw: Callable  # (rng_key, constrained params, num_draws) -> {site: [num_draws, ...]}
 
 
 class FitResult(NamedTuple):
@@ -456,6 +458,11 @@ def build(
         data=device_data,
         constrain=lambda p: constrain(p, transforms),
         guide=guide,
+        draw=(
+            local_draws(model, guide, model_kwargs, data_plate, device_data, num_rows)
+            if local_axes
+            else guide_draws(guide)
+        ),
     )
 
 
@@ -518,11 +525,76 @@ def fit(
 def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
     """``num_draws`` draws of every latent site from the fitted guide, ``[num_draws, ...]``.
 
-    ``params`` are constrained (``FitResult.params``); the guide must offer
-    ``sample_posterior`` (every NumPyro autoguide does).
+    ``params`` are constrained (``FitResult.params``). Without local latents the guide must
+    offer ``sample_posterior`` (every NumPyro autoguide does); with them, the guide is run on
+    every row and the model replayed against it (:func:`local_draws`).
     """
-    draw = jax.jit(lambda key, p: svi.guide.sample_posterior(key, p, sample_shape=(num_draws,)))
-    return {name: np.asarray(value) for name, value in draw(rng_key, params).items()}
+    return {name: np.asarray(value) for name, value in svi.draw(rng_key, params, num_draws).items()}
+
+
+def guide_draws(guide) -> Callable:
+    """``draw(rng_key, params, num_draws)`` by the guide's ``sample_posterior``."""
+    return jax.jit(
+        lambda key, params, num_draws: guide.sample_posterior(
+            key, params, sample_shape=(num_draws,)
+        ),
+        static_argnums=2,
+    )
+
+
+def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_rows: int):
+    """``draw(rng_key, params, num_draws)`` of a model with local latents, on all its rows.
+
+    Each draw traces the guide on the rows ``data`` holds (``(arrays, mask, rows)``, as
+    ``SVI.data``) and replays the model against it, so deterministic sites of local latents are
+    computed from their rows' data (a guide's ``sample_posterior`` would use the rows it was
+    set up on). The model's likelihood is not returned, so it is not computed. Padded rows are
+    dropped: sites in the data plate have one entry per row along its axis (deterministic sites
+    are taken to have no event dimensions). One process only.
+    """
+
+    def one_draw(rng_key, params, arrays, rows, kept):
+        kwargs = {**model_kwargs, **arrays}
+        model_key, guide_key = jax.random.split(rng_key)
+        guide_trace = trace(
+            substitute(seed(data_rows(guide, data_plate, rows, num_rows), guide_key), data=params)
+        ).get_trace(**kwargs)
+        model_trace = trace(
+            replay(seed(data_rows(model, data_plate, rows, num_rows), model_key), guide_trace)
+        ).get_trace(**kwargs)
+        values = {}
+        for name, site in model_trace.items():
+            if site["type"] == "deterministic" or (
+                site["type"] == "sample" and not site["is_observed"]
+            ):
+                values[name] = _kept_rows(site, data_plate, kept)
+        return values
+
+    @functools.partial(jax.jit, static_argnums=(2, 4))
+    def draw_rows(rng_key, params, num_draws: int, data, num_kept: int):
+        arrays, mask, rows = data
+        kept = jnp.flatnonzero(mask, size=num_kept)
+        keys = jax.random.split(rng_key, num_draws)
+        return jax.lax.map(lambda key: one_draw(key, params, arrays, rows, kept), keys)
+
+    num_kept = int(np.sum(data[1]))
+    return lambda rng_key, params, num_draws: draw_rows(rng_key, params, num_draws, data, num_kept)
+
+
+def _kept_rows(site, data_plate: str, kept) -> jax.Array:
+    """A site's value taken at the ``kept`` positions along its data plate's axis, if any."""
+    value = jnp.asarray(site["value"])
+    frame = _plate_frame(site, data_plate)
+    if frame is None:
+        return value
+    event_dim = len(site["fn"].event_shape) if site["type"] == "sample" else 0
+    axis = value.ndim - event_dim + frame.dim
+    if axis < 0 or value.shape[axis] != frame.size:
+        raise ValueError(
+            f"site {site['name']!r} of shape {value.shape} has no axis of the {frame.size} rows "
+            f"of plate {data_plate!r} at dim {frame.dim}"
+        )
+    return jnp.take(value, kept, axis=axis)
 
 
 def to_inference_data(draws: dict, path=None):

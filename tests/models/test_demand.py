@@ -121,3 +121,29 @@ def test_fast_path_recovers_elasticities():
     assert correlation > 0.6, correlation
     assert abs(estimate.mean() - truth.product_elasticity.mean()) < 0.3
     assert result.losses[-50:].mean() < result.losses[:50].mean()
+
+
+def test_local_model_minibatch_fit_recovers_elasticities():
+    """Mini-batch SVI of the local model (a fifth of the blocks a step, product effect at the
+    mean log price): per-product posterior means correlate with the truth (0.86 after 1,500
+    steps, 0.91 after 3,000; a full-batch fit of the fast model: 0.92 after 1,500)."""
+    obs, _, _, truth = _inputs(400, 52, 10, seed=3)
+    blocks = panel(obs, num_shards=2)
+    data, kwargs = local_inputs(obs, blocks)
+    num_blocks = len(blocks.category)
+    problem = svi.build(
+        jax.random.key(0),
+        mcmc.effect_at_mean(local_model, slot_mean_log_price),
+        data,
+        model_kwargs=kwargs,
+        data_plate="rows",
+        mesh=make_mesh("data=2"),
+        batch_size=2 * (num_blocks // 10),
+        optimizer=svi.default_optimizer(learning_rate=0.05),
+    )
+    result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
+    draws = svi.posterior_draws(jax.random.key(2), problem, result.params, 200)
+    elasticity = slots_to_products(draws["product_elasticity"], blocks)
+    assert elasticity.shape == (200, 400)
+    correlation = np.corrcoef(elasticity.mean(axis=0), truth.product_elasticity)[0, 1]
+    assert correlation > 0.8, correlation

@@ -237,6 +237,24 @@ def slots_to_products(values, panel):
     return out
 
 
+def products_to_slots(values, panel, empty):
+    """``[B, K, ...]``: per-product ``values`` ``[P, ...]`` in the panel's slots, ``empty``
+    (broadcasting) in its empty slots; the inverse of :func:`slots_to_products`."""
+    real = np.asarray(panel.observed).any(-1)
+    values = np.asarray(values)
+    real = real.reshape(real.shape + (1,) * (values.ndim - 1))
+    return np.where(real, values[np.asarray(panel.product)], empty)
+
+
+def draws_by_product(draws: dict, panel) -> dict:
+    """:func:`local_model`'s posterior draws with its per-slot product sites (``product_*``,
+    ``[S, B, K]``) turned per-product (``[S, P]``)."""
+    return {
+        name: slots_to_products(value, panel) if name.startswith("product_") else value
+        for name, value in draws.items()
+    }
+
+
 def slot_mean_log_price(arrays: dict) -> jax.Array:
     """``[B, K]`` each slot's mean log price over its observed periods (0 for empty slots)."""
     observed = arrays["observed"]

@@ -3,6 +3,7 @@
 ``y[i, j] ~ Normal(offset[i] + weight * x[i, j], 0.5)``, ``offset[i] ~ Normal(0, spread)``,
 written with NumPyro's mini-batch idiom (the rows plate declared with the data set's size), so
 that sharded SVI slices the offsets' guide parameters to the rows each device or batch holds.
+``row_mean`` (a deterministic site) is each row's mean of ``offset + weight * x``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def grouped_model(x, y=None, *, num_rows: int):
     spread = numpyro.sample("spread", dist.HalfNormal(1.0))
     with numpyro.plate(ROWS_PLATE, num_rows, subsample_size=x.shape[0], dim=-2):
         offset = numpyro.sample("offset", dist.Normal(0.0, spread))
+        numpyro.deterministic("row_mean", offset + weight * x.mean(-1, keepdims=True))
         with numpyro.plate("cells", x.shape[1], dim=-1):
             numpyro.sample("y", dist.Normal(offset + weight * x, 0.5), obs=y)
 
