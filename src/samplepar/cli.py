@@ -228,7 +228,8 @@ def _add_demand_commands(commands) -> None:
     fit.add_argument(
         "--batch-size",
         type=int,
-        help="panel blocks (of up to 32 products) per step: mini-batch SVI",
+        help="panel blocks (of up to 32 products) per step: mini-batch SVI, with each "
+        "product's latents local to its block (mean-field guides only)",
     )
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument(
