@@ -18,8 +18,11 @@ its rounds, so that the machine's drift reaches all of them alike; the JSON keep
 Each step time is also given as a
 multiple of one fused exp pass over the step's particle-observations (4 x N), timed in the same
 run: the floor of a step that must evaluate every rate. Mini-batch SVI (blocks drawn on device
-each step, ``--batch-fractions`` of the panel) is timed on the same path and compared per
-observation: observations per second against the full-batch step's. A learning check then
+each step, ``--batch-fractions`` of the panel) is timed on the formulation whose product latents
+are local to the blocks (``local_model``: a step samples, scores and differentiates only its
+blocks' products), from the same settled parameters, and compared per observation:
+observations per second against the full-batch step's. That formulation's full-batch step is
+timed too (``local_it_per_s``). A learning check then
 runs both for ``--learn-steps`` from the same initial parameters and compares their final
 losses, and the correlation of the fitted product elasticities with the truth. The two
 trajectories differ even from the same start: NumPyro's Renyi surrogate weights particles by
@@ -68,6 +71,7 @@ from samplepar.models import (  # noqa: E402
     published_inputs,
     simulate,
 )
+from samplepar.models.demand import local_inputs, local_model, products_to_slots  # noqa: E402
 
 SIZES = {  # products, periods, categories
     "quick": (200, 52, 4),
@@ -120,6 +124,17 @@ def elasticity_correlation(guide, params: dict, truth) -> float:
     return float(np.corrcoef(np.asarray(elasticity), truth.product_elasticity)[0, 1])
 
 
+def in_slots(params: dict, local_params: dict, blocks) -> dict:
+    """The fast model's ``params`` for the local model: per-product guide parameters placed in
+    the panel's slots, the empty slots keeping ``local_params``' (their initial values)."""
+    return {
+        name: products_to_slots(value, blocks, local_params[name])
+        if name.startswith("product_")
+        else value
+        for name, value in params.items()
+    }
+
+
 def main(argv=None) -> dict:
     prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,14 +171,16 @@ def main(argv=None) -> dict:
     num_obs = len(obs.units)
     data, model_kwargs = published_inputs(obs)
     mesh = make_mesh(args.layout)
-    panel_data, _ = fast_inputs(obs, panel(obs, num_shards=dict(mesh.shape)["data"]))
+    blocks = panel(obs, num_shards=dict(mesh.shape)["data"])
+    panel_data, _ = fast_inputs(obs, blocks)
+    local_data, local_kwargs = local_inputs(obs, blocks)
 
-    def build(batch_size=None):
+    def build(batch_size=None, local=False):
         return svi.build(
             jax.random.key(0),
-            fast_model,
-            panel_data,
-            model_kwargs=model_kwargs,
+            local_model if local else fast_model,
+            local_data if local else panel_data,
+            model_kwargs=local_kwargs if local else model_kwargs,
             data_plate="rows",
             mesh=mesh,
             num_particles=NUM_PARTICLES,
@@ -185,7 +202,9 @@ def main(argv=None) -> dict:
         max(1, round(fraction * num_blocks / data_shards)) * data_shards
         for fraction in args.batch_fractions
     ]
-    minibatch_problems = [build(blocks) for blocks in batch_blocks]
+    local_problem = build(local=True)
+    local_settled = in_slots(settled, local_problem.params, blocks)
+    minibatch_problems = [build(batch, local=True) for batch in batch_blocks]
     reference = reference_demand.make_svi(NUM_PARTICLES, svi.default_optimizer(LEARNING_RATE))
     reference_round = reference_demand.round_timer(
         reference,
@@ -199,28 +218,29 @@ def main(argv=None) -> dict:
     # Rounds alternate between the paths, so that the machine's drift (timings here wander by
     # 10 to 20% from minute to minute) reaches every figure alike; medians are reported.
     exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
-    rounds = {"fast": [], "fast_from_init": [], "reference": []}
+    rounds = {"fast": [], "fast_from_init": [], "local": [], "reference": []}
     rounds["minibatch"] = [[] for _ in batch_blocks]
     for _ in range(args.rounds):
         rounds["fast"].append(run_fast(problem, seed_key, steps, settled)[0])
         rounds["fast_from_init"].append(run_fast(problem, seed_key, steps)[0])
+        rounds["local"].append(run_fast(local_problem, seed_key, steps, local_settled)[0])
         for times, minibatch_problem in zip(rounds["minibatch"], minibatch_problems, strict=True):
-            times.append(run_fast(minibatch_problem, seed_key, steps, settled)[0])
+            times.append(run_fast(minibatch_problem, seed_key, steps, local_settled)[0])
         rounds["reference"].append(reference_round())
     exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
     fast_its = float(np.median(rounds["fast"]))
     fast_from_init_its = float(np.median(rounds["fast_from_init"]))
     reference_its = float(np.median(rounds["reference"]))
     minibatch = []
-    for fraction, blocks, times in zip(
+    for fraction, batch, times in zip(
         args.batch_fractions, batch_blocks, rounds["minibatch"], strict=True
     ):
         its = float(np.median(times))
-        obs_per_step = blocks * num_obs / num_blocks  # expected: blocks drawn uniformly
+        obs_per_step = batch * num_obs / num_blocks  # expected: blocks drawn uniformly
         minibatch.append(
             {
                 "fraction": fraction,
-                "batch_blocks": blocks,
+                "batch_blocks": batch,
                 "it_per_s": its,
                 "it_per_s_rounds": times,
                 "obs_per_s": its * obs_per_step,
@@ -254,6 +274,8 @@ def main(argv=None) -> dict:
         "reference_it_per_s_rounds": rounds["reference"],
         "fast_it_per_s_rounds": rounds["fast"],
         "fast_it_per_s_from_init_rounds": rounds["fast_from_init"],
+        "local_it_per_s": float(np.median(rounds["local"])),
+        "local_it_per_s_rounds": rounds["local"],
         "speedup_per_round": [
             f / r for f, r in zip(rounds["fast"], rounds["reference"], strict=True)
         ],
@@ -274,6 +296,7 @@ def main(argv=None) -> dict:
         ("", "reference (NumPyro)", "fast path (samplepar)"),
         ("it/s", f"{reference_its:.2f}", f"{fast_its:.1f}"),
         ("it/s from the initial params", "", f"{fast_from_init_its:.1f}"),
+        ("it/s, product latents local", "", f"{result['local_it_per_s']:.1f}"),
         (
             "step / exp pass",
             f"{result['reference_step_in_exp_passes']:.1f}",

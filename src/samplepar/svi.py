@@ -577,8 +577,15 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
         keys = jax.random.split(rng_key, num_draws)
         return jax.lax.map(lambda key: one_draw(key, params, arrays, rows, kept), keys)
 
-    num_kept = int(np.sum(data[1]))
-    return lambda rng_key, params, num_draws: draw_rows(rng_key, params, num_draws, data, num_kept)
+    def draw(rng_key, params, num_draws: int):
+        if jax.process_count() > 1:
+            raise NotImplementedError(
+                "posterior draws of local latents gather every row into one process; "
+                "draw them in a single-process run from the saved parameters"
+            )
+        return draw_rows(rng_key, params, num_draws, data, int(np.sum(data[1])))
+
+    return draw
 
 
 def _kept_rows(site, data_plate: str, kept) -> jax.Array:
