@@ -137,7 +137,7 @@ def local_param_axes(guide_trace, data_plate: str) -> dict[str, int]:
 def take_rows(params: dict, axes: dict[str, int], rows) -> dict:
     """``params`` with each local param (``axes``: its row axis) taken at ``rows``."""
     return {
-        name: jnp.take(value, rows, axis=axes[name]) if name in axes else value
+        name: jnp.take(value, rows, axis=axes[name], mode="clip") if name in axes else value
         for name, value in params.items()
     }
 
@@ -372,7 +372,9 @@ def make_subsample(mesh, batch_size: int):
         key = jax.random.fold_in(rng_key, jax.lax.axis_index(DATA))
         num_rows = jax.tree.leaves(data)[0].shape[0]
         rows = jax.random.randint(key, (local,), 0, num_rows)
-        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), data)
+        # "clip": the rows are in bounds, and the default ("fill") adds a select pass over
+        # the whole batch
+        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), data)
 
     return jax.shard_map(
         shard,
