@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import distributed_worker
 import jax
 import numpy as np
 import pytest
@@ -43,6 +44,26 @@ def test_two_processes_equal_one(objective_name):
     for output in outputs:
         assert output["loss"] == pytest.approx(value, rel=1e-5)
         np.testing.assert_allclose(output["grad"], grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["sample=2,data=2", "sample=4,data=1"])
+def test_local_latents_two_processes_equal_one(layout):
+    """Sharded SVI with local latents, each process passing its own rows (both processes all
+    rows where they split only ``sample``): loss and gradient equal one process's."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    results = launch.launch_local(
+        [sys.executable, WORKER, layout, "local-latents"], num_processes=2, timeout_s=240, env=env
+    )
+    outputs = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
+    problem = distributed_worker.local_latents_problem(layout)
+    params = distributed_worker.fixed_params(problem.params)
+    (value, _), grad = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))(
+        params, jax.random.key(7), problem.data
+    )
+    flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
+    for output in outputs:
+        assert output["loss"] == pytest.approx(float(value), rel=1e-5)
+        np.testing.assert_allclose(output["grad"], flat, rtol=1e-5, atol=1e-6)
 
 
 def test_failing_process_stops_the_job_and_leaves_none_behind(tmp_path):

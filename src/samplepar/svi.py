@@ -349,17 +349,27 @@ def _pad_edge(a, length: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
 
 
-def row_indices(num_local_rows: int, padded: int) -> tuple[np.ndarray, int]:
-    """(global index of each of this process's rows, padded as the rows are; the global count).
+def row_indices(num_local_rows: int, padded: int, mesh) -> tuple[np.ndarray, int, int]:
+    """(global index of each of this process's rows, padded as the rows are; the global row
+    count; the global padded count).
 
-    Each process holds a consecutive slice of the rows, in process order.
+    Processes that split the ``data`` axis each hold a consecutive slice of the rows, in
+    the order of their data shards; processes that split only ``sample`` hold the same rows.
     """
-    counts = [num_local_rows]
-    if jax.process_count() > 1:
-        counts = multihost_utils.process_allgather(np.int64(num_local_rows)).tolist()
-    offset = sum(counts[: jax.process_index()])
+    if jax.process_count() == 1:
+        return _pad_edge(np.arange(num_local_rows, dtype=np.int32), padded), num_local_rows, padded
+    counts = multihost_utils.process_allgather(np.array([num_local_rows, padded], np.int64))
+    first_shard = {}  # process -> the first data shard it holds
+    for (_, shard), device in np.ndenumerate(mesh.devices):
+        first_shard[device.process_index] = min(first_shard.get(device.process_index, shard), shard)
+    slices = {}  # first data shard -> (rows, padded rows) of the processes holding it
+    for process, shard in first_shard.items():
+        slices.setdefault(shard, tuple(int(c) for c in counts[process]))
+    mine = first_shard[jax.process_index()]
+    offset = sum(rows for shard, (rows, _) in slices.items() if shard < mine)
     rows = np.arange(offset, offset + num_local_rows, dtype=np.int32)
-    return _pad_edge(rows, padded), int(sum(counts))
+    num_rows = sum(rows for rows, _ in slices.values())
+    return _pad_edge(rows, padded), num_rows, sum(p for _, p in slices.values())
 
 
 def make_subsample(mesh, batch_size: int):
@@ -410,7 +420,7 @@ def build(
     mesh = make_mesh(Layout(1, jax.device_count())) if mesh is None else mesh
     optimizer = default_optimizer() if optimizer is None else optimizer
     arrays, mask = pad_rows(data, layout_of(mesh).data)
-    rows, num_rows = row_indices(int(mask.sum()), len(mask))
+    rows, num_rows, num_rows_padded = row_indices(int(mask.sum()), len(mask), mesh)
     num_head = max(1, min(len(mask), 256))
     head = {k: a[:num_head] for k, a in arrays.items()}
     params, transforms, local_axes = init_params(
@@ -424,7 +434,6 @@ def build(
     )
     particle = make_particle(model, guide, transforms, data_plate, model_kwargs, num_rows)
     device_data = global_batch((arrays, mask, rows), mesh)
-    num_rows_padded = len(mask) * jax.process_count()
     loss = jax.jit(
         engine.make_loss(
             particle,
