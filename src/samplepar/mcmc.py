@@ -151,7 +151,7 @@ class _EffectAtMean(handlers.reparam):
 
     def __init__(self, fn, effect, slope, covariate_mean):
         self.effect, self.slope, self.covariate_mean = effect, slope, covariate_mean
-        self._slope_value = None
+        self._slope_value = self._mean = None
         super().__init__(fn, config=self._reparam_of)
 
     def _reparam_of(self, msg):

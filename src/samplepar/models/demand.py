@@ -139,61 +139,37 @@ def published_model(
 def fast_model(
     product,
     category,
-    log_price,
-    units,
-    observed,
-    units_total,
-    units_log_price,
-    units_per_period,
-    log_price_low,
-    log_price_high,
     log_units_factorial,
     *,
     product_category,
     num_categories: int,
     num_periods: int,
     priors: Priors = Priors(),
+    **cells,
 ):
-    """The same log-density on panel blocks (see :class:`Panel`): ``[B]``, ``[B, K(, T)]``,
-    ``[B, T]``.
+    """The same log-density on panel blocks (see :class:`Panel`): ``product`` ``[B, K]``,
+    ``category`` and ``log_units_factorial`` ``[B]``, ``cells`` the blocks' cell arrays and
+    their sums (the fields of :class:`~samplepar.models.block_poisson.Blocks`).
 
     Blocks may be any subset of the panel's (one data shard's, a mini-batch), so it shards.
     """
     product_el, effect, cat_period = latents(product_category, num_categories, num_periods, priors)
-    cells = Blocks(
-        log_price,
-        units,
-        observed,
-        units_total,
-        units_log_price,
-        units_per_period,
-        log_price_low,
-        log_price_high,
-    )
     log_lik = block_log_likelihood(
-        effect[product], product_el[product], cat_period[category], cells, LOG_DEMAND_CLIP
+        effect[product], product_el[product], cat_period[category], Blocks(**cells), LOG_DEMAND_CLIP
     )
-    with numpyro.plate(ROWS_PLATE, log_price.shape[0]):
+    with numpyro.plate(ROWS_PLATE, len(category)):
         numpyro.factor("units", log_lik - log_units_factorial)
 
 
 def local_model(
-    product,
     category,
-    log_price,
-    units,
-    observed,
-    units_total,
-    units_log_price,
-    units_per_period,
-    log_price_low,
-    log_price_high,
     log_units_factorial,
     *,
     num_blocks: int,
     num_categories: int,
     num_periods: int,
     priors: Priors = Priors(),
+    **cells,
 ):
     """:func:`fast_model` with the product latents local to the blocks (the same posterior).
 
@@ -202,28 +178,19 @@ def local_model(
     that sharded SVI samples, scores and differentiates them only on the blocks a device or a
     mini-batch holds (:mod:`samplepar.svi`, local latents). Empty slots get standard normal
     priors that touch nothing (:func:`product_latents`); :func:`slots_to_products` reads a
-    product's values back. ``product`` is unused: blocks carry their products' cells.
+    product's values back. It takes the panel's arrays but ``product`` (:func:`local_inputs`).
     """
-    del product
     category_el, sigma_prod, mu, sigma_effect, sigma_cp = hyper_latents(num_categories, priors)
-    real = observed.any(-1)
+    real = cells["observed"].any(-1)
     with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
         with numpyro.plate(SLOTS_PLATE, real.shape[1], dim=-1):
             product_el, effect = product_latents(
                 category_el[category][:, None], sigma_prod, mu, sigma_effect, real
             )
     cat_period = cat_period_latents(num_categories, num_periods, sigma_cp)
-    cells = Blocks(
-        log_price,
-        units,
-        observed,
-        units_total,
-        units_log_price,
-        units_per_period,
-        log_price_low,
-        log_price_high,
+    log_lik = block_log_likelihood(
+        effect, product_el, cat_period[category], Blocks(**cells), LOG_DEMAND_CLIP
     )
-    log_lik = block_log_likelihood(effect, product_el, cat_period[category], cells, LOG_DEMAND_CLIP)
     with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
         numpyro.factor("units", (log_lik - log_units_factorial)[:, None])
 
@@ -283,7 +250,8 @@ def local_inputs(obs, panel) -> tuple[dict, dict]:
     """(panel arrays sharded over ``rows``, model kwargs) for :func:`local_model`."""
     sizes = model_kwargs(obs)
     del sizes["product_category"]
-    return panel._asdict(), {**sizes, "num_blocks": len(panel.category)}
+    arrays = {name: value for name, value in panel._asdict().items() if name != "product"}
+    return arrays, {**sizes, "num_blocks": len(panel.category)}
 
 
 def model_kwargs(obs) -> dict:
