@@ -13,11 +13,12 @@ The model sees only its shard's rows. Its data plate either takes its size from 
 (``numpyro.plate("obs", x.shape[0])``: observed sites only), or is declared with the data set's
 full size and the rows as its subsample (``numpyro.plate("rows", num_rows,
 subsample_size=x.shape[0])``, NumPyro's mini-batch idiom): then latent sites may lie inside it
-too (*local latents*, one per row). The engine gives such a plate the global indices of the rows
-it holds, so a guide's full-size parameters of local sites (AutoNormal's, for instance) are
-sliced to them by NumPyro's plate; each row's ``log p(z_i) - log q(z_i)`` joins its
-log-likelihood, so that the sampling, scoring and gradient of local latents are split over the
-data shards and, with mini-batches, cost the batch's rows only.
+too (*local latents*, one per row). The engine gives such a plate the global indices of the
+rows it holds and takes a guide's full-size parameters of local sites (AutoNormal's, for
+instance) at them before the particles' copies (:func:`take_rows`); each row's
+``log p(z_i) - log q(z_i)`` joins its log-likelihood, so that the sampling, scoring and
+gradient of local latents are split over the data shards and, with mini-batches, cost the
+batch's rows only (the optimizer still updates all their parameters).
 Parameters are kept unconstrained (as in ``numpyro.infer.SVI``); ``SVI.constrain`` maps them
 back. Rows are padded to a multiple of the data axis by repeating the last row, masked out.
 With ``batch_size`` each step draws its mini-batch on device: every data shard draws
