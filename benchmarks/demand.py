@@ -71,7 +71,12 @@ from samplepar.models import (  # noqa: E402
     published_inputs,
     simulate,
 )
-from samplepar.models.demand import local_inputs, local_model, products_to_slots  # noqa: E402
+from samplepar.models.demand import (  # noqa: E402
+    BLOCK_INDEX,
+    local_inputs,
+    local_model,
+    products_to_slots,
+)
 
 SIZES = {  # products, periods, categories
     "quick": (200, 52, 4),
@@ -186,6 +191,7 @@ def main(argv=None) -> dict:
             num_particles=NUM_PARTICLES,
             optimizer=svi.default_optimizer(LEARNING_RATE),
             batch_size=batch_size,
+            rows_argument=BLOCK_INDEX if local and batch_size else None,
         )
 
     problem = build()

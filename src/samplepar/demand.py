@@ -23,6 +23,7 @@ import pandas as pd
 from samplepar import checkpoint, compare, guides, mcmc, mesh, objectives, preflight, svi
 from samplepar.models import demand_data
 from samplepar.models.demand import (
+    BLOCK_INDEX,
     draws_by_product,
     fast_inputs,
     fast_model,
@@ -104,6 +105,7 @@ def fit_file(
         objective=objectives.RenyiELBO(alpha),
         num_particles=particles,
         batch_size=batch_size,
+        rows_argument=None if batch_size is None else BLOCK_INDEX,
     )
     result = svi.fit(
         jax.random.fold_in(key, 1),

@@ -54,6 +54,15 @@ PyTree = Any
 IW_ELBO = RenyiELBO(0.0)  # the article's objective (Renyi alpha = 0), the default
 
 
+class Rows(NamedTuple):
+    """Rows of the data as a step's particles see them, sharded over ``data``."""
+
+    mask: jax.Array  # [B] False for padding rows
+    index: jax.Array  # [B] each row's global index among the data set's rows
+    arrays: dict  # the rows' arrays [B, ...]; with ``positions``, the shard's whole arrays
+    positions: jax.Array | None = None  # [B] the rows' positions in the shard's whole arrays
+
+
 class SVI(NamedTuple):
     """A sharded SVI problem: its initial parameters, pure functions and resident data."""
 
@@ -63,7 +72,7 @@ class SVI(NamedTuple):
     # the step's key is ``step_key(seed_key, state.step)``, drawn on device
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
     subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
-    data: PyTree  # (arrays, mask [N_padded], row index [N_padded]) sharded over ``data``
+    data: Rows  # every row, padded to N_padded
     constrain: Callable  # unconstrained params -> constrained params
     guide: Any
     draw: Callable  # (rng_key, constrained params, num_draws) -> {site: [num_draws, ...]}
@@ -183,19 +192,28 @@ def _data_plate_scale(model_trace, data_plate: str) -> tuple[float, bool]:
 
 
 def make_particle(
-    model, guide, transforms: dict, data_plate: str, model_kwargs: dict, num_rows: int
+    model,
+    guide,
+    transforms: dict,
+    data_plate: str,
+    model_kwargs: dict,
+    num_rows: int,
+    rows_argument: str | None = None,
 ):
-    """A particle function ``(params, rng_key, (arrays, mask, rows)) -> (per_row [B], global [])``.
+    """A particle function ``(params, rng_key, rows: Rows) -> (per_row [B], global [])``.
 
     ``per_row`` is each row's log-likelihood plus, for local latents, ``log p - log q``;
     ``num_rows`` is the data set's row count. The local params come already taken at the rows
     (:func:`take_rows`, done by the engine before the particles' copies). The key is split into
-    (model, guide) keys as NumPyro's ELBOs split a particle's key.
+    (model, guide) keys as NumPyro's ELBOs split a particle's key. With ``Rows.positions``, the
+    model takes them as ``rows_argument`` besides the shard's whole arrays.
     """
 
-    def particle(params, rng_key, batch):
-        arrays, mask, rows = batch
-        kwargs = {**model_kwargs, **arrays}
+    def particle(params, rng_key, batch: Rows):
+        mask, rows = batch.mask, batch.index
+        kwargs = {**model_kwargs, **batch.arrays}
+        if batch.positions is not None:
+            kwargs[rows_argument] = batch.positions
         model_key, guide_key = jax.random.split(rng_key)
         constrained = constrain(params, transforms)
         guide_trace = trace(
@@ -373,19 +391,26 @@ def row_indices(num_local_rows: int, padded: int, mesh) -> tuple[np.ndarray, int
     return _pad_edge(rows, padded), num_rows, sum(p for _, p in slices.values())
 
 
-def make_subsample(mesh, batch_size: int):
-    """``subsample(rng_key, data) -> batch``: each data shard draws its rows on device."""
+def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
+    """``subsample(rng_key, data: Rows) -> Rows``: each data shard draws its rows on device.
+
+    The drawn rows' arrays are gathered, or, with ``model_takes_rows``, left whole with the
+    rows' positions in them (the model reads them itself).
+    """
     layout = layout_of(mesh)
     check_batch_size(batch_size, layout)
     local = batch_size // layout.data
 
-    def shard(rng_key, data):
+    def shard(rng_key, data: Rows):
         key = jax.random.fold_in(rng_key, jax.lax.axis_index(DATA))
-        num_rows = jax.tree.leaves(data)[0].shape[0]
-        rows = jax.random.randint(key, (local,), 0, num_rows)
-        # "clip": the rows are in bounds, and the default ("fill") adds a select pass over
-        # the whole batch
-        return jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), data)
+        positions = jax.random.randint(key, (local,), 0, data.mask.shape[0])
+
+        def take(a):  # "clip": in bounds, and the default ("fill") adds a select pass
+            return jnp.take(a, positions, axis=0, mode="clip")
+
+        if model_takes_rows:
+            return Rows(take(data.mask), take(data.index), data.arrays, positions)
+        return Rows(take(data.mask), take(data.index), jax.tree.map(take, data.arrays))
 
     return jax.shard_map(
         shard,
@@ -408,6 +433,7 @@ def build(
     num_particles: int = 4,
     batch_size: int | None = None,
     optimizer: optax.GradientTransformation | None = None,
+    rows_argument: str | None = None,
 ) -> SVI:
     """Sets up sharded SVI of ``model`` on ``data`` (arrays ``[N, ...]``) over ``mesh``.
 
@@ -415,6 +441,9 @@ def build(
     small arrays). ``guide`` defaults to ``AutoNormal(model)``; ``mesh`` to every device on
     ``data``; ``optimizer`` to :func:`default_optimizer`. ``rng_key`` draws the initial params.
     In a multi-process run each process passes its own consecutive slice of the rows.
+    With ``rows_argument``, mini-batch steps give the model its shard's arrays whole and the
+    drawn rows' positions in them as that keyword argument, for a model that reads its rows
+    itself (without gathering the batch first; full-batch steps and draws do not pass it).
     """
     model_kwargs = dict(model_kwargs or {})
     guide = AutoNormal(model) if guide is None else guide
@@ -433,8 +462,10 @@ def build(
         jnp.asarray(rows[:num_head]),
         num_rows,
     )
-    particle = make_particle(model, guide, transforms, data_plate, model_kwargs, num_rows)
-    device_data = global_batch((arrays, mask, rows), mesh)
+    particle = make_particle(
+        model, guide, transforms, data_plate, model_kwargs, num_rows, rows_argument
+    )
+    device_data = global_batch(Rows(mask, rows, arrays), mesh)
     loss = jax.jit(
         engine.make_loss(
             particle,
@@ -443,10 +474,12 @@ def build(
             num_particles,
             dataset_size=num_rows_padded,
             fan_out_flat=True,
-            slice_params=lambda p, batch: take_rows(p, local_axes, batch[2]),
+            slice_params=lambda p, batch: take_rows(p, local_axes, batch.index),
         )
     )
-    subsample = None if batch_size is None else jax.jit(make_subsample(mesh, batch_size))
+    subsample = None
+    if batch_size is not None:
+        subsample = jax.jit(make_subsample(mesh, batch_size, rows_argument is not None))
 
     def step_loss(params, rng_key, data):
         if subsample is not None:
@@ -557,8 +590,8 @@ def guide_draws(guide) -> Callable:
 def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_rows: int):
     """``draw(rng_key, params, num_draws)`` of a model with local latents, on all its rows.
 
-    Each draw traces the guide on the rows ``data`` holds (``(arrays, mask, rows)``, as
-    ``SVI.data``) and replays the model against it, so deterministic sites of local latents are
+    Each draw traces the guide on the rows ``data`` holds (:class:`Rows`, as ``SVI.data``) and
+    replays the model against it, so deterministic sites of local latents are
     computed from their rows' data (a guide's ``sample_posterior`` would use the rows it was
     set up on). The model's likelihood is not returned, so it is not computed. Padded rows are
     dropped: sites in the data plate have one entry per row along its axis (deterministic sites
@@ -583,11 +616,10 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
         return values
 
     @functools.partial(jax.jit, static_argnums=(2, 4))
-    def draw_rows(rng_key, params, num_draws: int, data, num_kept: int):
-        arrays, mask, rows = data
-        kept = jnp.flatnonzero(mask, size=num_kept)
+    def draw_rows(rng_key, params, num_draws: int, data: Rows, num_kept: int):
+        kept = jnp.flatnonzero(data.mask, size=num_kept)
         keys = jax.random.split(rng_key, num_draws)
-        return jax.lax.map(lambda key: one_draw(key, params, arrays, rows, kept), keys)
+        return jax.lax.map(lambda key: one_draw(key, params, data.arrays, data.index, kept), keys)
 
     def draw(rng_key, params, num_draws: int):
         if jax.process_count() > 1:
@@ -595,7 +627,7 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
                 "posterior draws of local latents gather every row into one process; "
                 "draw them in a single-process run from the saved parameters"
             )
-        return draw_rows(rng_key, params, num_draws, data, int(np.sum(data[1])))
+        return draw_rows(rng_key, params, num_draws, data, int(np.sum(data.mask)))
 
     return draw
 

@@ -19,6 +19,7 @@ from samplepar.models import (
     validate,
 )
 from samplepar.models.demand import (
+    BLOCK_INDEX,
     local_inputs,
     local_model,
     slot_mean_log_price,
@@ -123,6 +124,36 @@ def test_fast_path_recovers_elasticities():
     assert result.losses[-50:].mean() < result.losses[:50].mean()
 
 
+@pytest.mark.parametrize("at_mean", [False, True])
+def test_local_model_reads_minibatch_blocks_by_index(at_mean):
+    """A mini-batch given as the shard's whole blocks and the drawn blocks' positions has the
+    loss and gradient of the same blocks gathered first (the same key draws the same blocks)."""
+    obs, _, _, _ = _inputs(300, 9, 3)
+    blocks = panel(obs, num_shards=2)
+    data, kwargs = local_inputs(obs, blocks)
+    model = mcmc.effect_at_mean(local_model, slot_mean_log_price) if at_mean else local_model
+    results = []
+    for rows_argument in (None, BLOCK_INDEX):
+        problem = svi.build(
+            jax.random.key(0),
+            model,
+            data,
+            model_kwargs=kwargs,
+            data_plate="rows",
+            mesh=make_mesh("sample=2,data=2"),
+            batch_size=6,
+            rows_argument=rows_argument,
+        )
+        batch = problem.subsample(jax.random.key(3), problem.data)
+        assert (batch.positions is None) == (rows_argument is None)
+        grad = jax.jit(jax.value_and_grad(problem.loss, has_aux=True))
+        results.append(grad(problem.params, jax.random.key(4), batch))
+    ((value, _), grads), ((indexed_value, _), indexed_grads) = results
+    np.testing.assert_allclose(indexed_value, value, rtol=1e-6)
+    for name in grads:
+        np.testing.assert_allclose(indexed_grads[name], grads[name], rtol=1e-5, atol=1e-6)
+
+
 def test_local_model_minibatch_fit_recovers_elasticities():
     """Mini-batch SVI of the local model (a fifth of the blocks a step, product effect at the
     mean log price): per-product posterior means correlate with the truth (0.86 after 1,500
@@ -139,6 +170,7 @@ def test_local_model_minibatch_fit_recovers_elasticities():
         data_plate="rows",
         mesh=make_mesh("data=2"),
         batch_size=2 * (num_blocks // 10),
+        rows_argument=BLOCK_INDEX,
         optimizer=svi.default_optimizer(learning_rate=0.05),
     )
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)

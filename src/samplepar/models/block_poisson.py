@@ -122,22 +122,27 @@ def _within_clip(effect, elasticity, cat_period, data: Blocks, clip) -> jax.Arra
     return jnp.all(inside)
 
 
-def _scan_chunks(effect, elasticity, cat_period, data: Blocks, clip):
+def _scan_chunks(effect, elasticity, cat_period, index, data: Blocks, clip):
     """Per-block log-likelihood ``[..., B]`` and the gradient reductions, chunk by chunk.
 
     The parameters may have leading particle axes (``[..., B, K]``); the data has none. Chunks
     hold ``CHUNK_BLOCKS`` blocks and the last ``B mod CHUNK_BLOCKS`` blocks make one more, so
-    that any number of blocks (a data shard's, a mini-batch's) runs in full-size chunks.
+    that any number of blocks (a data shard's, a mini-batch's) runs in full-size chunks. With
+    ``index`` ``[B]``, block ``b`` is ``data``'s block ``index[b]``, taken chunk by chunk.
     """
     lead = effect.ndim - 2
-    num_blocks = data.log_price.shape[0]
+    num_blocks = effect.shape[lead]
     chunk = min(CHUNK_BLOCKS, num_blocks)
     count, rest = divmod(num_blocks, chunk)
     params = (effect, elasticity, cat_period)
 
     def one_chunk(start, size):
         chunk_params = [jax.lax.dynamic_slice_in_dim(p, start, size, lead) for p in params]
-        chunk_data = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size), data)
+        if index is None:
+            chunk_data = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size), data)
+        else:
+            blocks = jax.lax.dynamic_slice_in_dim(index, start, size)
+            chunk_data = jax.tree.map(lambda x: jnp.take(x, blocks, axis=0, mode="clip"), data)
         inside = _within_clip(*chunk_params, chunk_data, clip)
         branches = (functools.partial(_exact_chunk, clip=clip), _unclipped_chunk)
         return jax.lax.switch(inside.astype(jnp.int32), branches, *chunk_params, chunk_data)
@@ -160,42 +165,42 @@ def _forward_for(clip: tuple[float, float]):
     """:func:`_scan_chunks` for ``clip``, with a batching rule that keeps particles together."""
 
     @jax.custom_batching.custom_vmap
-    def forward(effect, elasticity, cat_period, data):
-        return _scan_chunks(effect, elasticity, cat_period, data, clip)
+    def forward(effect, elasticity, cat_period, index, data):
+        return _scan_chunks(effect, elasticity, cat_period, index, data, clip)
 
     @forward.def_vmap
-    def forward_batched(axis_size, in_batched, effect, elasticity, cat_period, data):
-        params_batched, data_batched = in_batched[:3], in_batched[3]
+    def forward_batched(axis_size, in_batched, effect, elasticity, cat_period, index, data):
+        params_batched, data_batched = in_batched[:3], in_batched[3:]
         if any(jax.tree.leaves(data_batched)):  # per-particle data: one particle at a time
             axes = tuple(0 if b else None for b in params_batched)
             data_axes = jax.tree.map(lambda b: 0 if b else None, data_batched)
-            run = jax.vmap(functools.partial(_scan_chunks, clip=clip), in_axes=(*axes, data_axes))
-            outputs = run(effect, elasticity, cat_period, data)
+            run = jax.vmap(functools.partial(_scan_chunks, clip=clip), in_axes=(*axes, *data_axes))
+            outputs = run(effect, elasticity, cat_period, index, data)
         else:
             params = [
                 p if b else jnp.broadcast_to(p, (axis_size,) + p.shape)
                 for p, b in zip((effect, elasticity, cat_period), params_batched, strict=True)
             ]
-            outputs = _scan_chunks(*params, data, clip)
+            outputs = _scan_chunks(*params, index, data, clip)
         return outputs, jax.tree.map(lambda _: True, outputs)
 
     return forward
 
 
-def _forward(clip, effect, elasticity, cat_period, *data):
-    return _forward_for(clip)(effect, elasticity, cat_period, Blocks(*data))
+def _forward(clip, effect, elasticity, cat_period, index, *data):
+    return _forward_for(clip)(effect, elasticity, cat_period, index, Blocks(*data))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _block_log_likelihood(clip, effect, elasticity, cat_period, *data):
-    return _forward(clip, effect, elasticity, cat_period, *data)[0]
+def _block_log_likelihood(clip, effect, elasticity, cat_period, index, *data):
+    return _forward(clip, effect, elasticity, cat_period, index, *data)[0]
 
 
 def _bwd(clip, reductions, cotangent):
     del clip
     d_effect, d_elasticity, d_cat_period = reductions
     scale = cotangent[..., None]
-    no_data = (None,) * len(Blocks._fields)
+    no_data = (None,) * (1 + len(Blocks._fields))  # the index and the data
     return (scale * d_effect, scale * d_elasticity, scale * d_cat_period, *no_data)
 
 
@@ -208,12 +213,15 @@ def block_log_likelihood(
     cat_period: jax.Array,
     data: Blocks,
     clip: tuple[float, float],
+    index: jax.Array | None = None,
 ) -> jax.Array:
     """``[B]``: each block's Poisson log-likelihood, without the ``log(units!)`` constant.
 
     ``effect`` and ``elasticity`` are ``[B, K]``, ``cat_period`` ``[B, T]`` (the block's
     category's row), ``data`` the blocks (:func:`blocks`); ``clip`` bounds the log demand.
-    Differentiable in the first three arguments (reverse mode: the gradient is fused into the
-    forward pass).
+    With ``index`` ``[B]`` the blocks are ``data``'s blocks at ``index`` (a mini-batch of a
+    shard), read chunk by chunk instead of gathered first. Differentiable in the first three
+    arguments (reverse mode: the gradient is fused into the forward pass).
     """
-    return _block_log_likelihood(tuple(map(float, clip)), effect, elasticity, cat_period, *data)
+    clip = tuple(map(float, clip))
+    return _block_log_likelihood(clip, effect, elasticity, cat_period, index, *data)

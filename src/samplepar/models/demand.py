@@ -42,6 +42,7 @@ LOG_DEMAND_CLIP = (-4.0, 20.0)
 OBS_PLATE = "obs"
 ROWS_PLATE = "rows"
 SLOTS_PLATE = "slots"
+BLOCK_INDEX = "block_index"  # the local model's argument for a mini-batch's blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +170,7 @@ def local_model(
     num_categories: int,
     num_periods: int,
     priors: Priors = Priors(),
+    block_index=None,
     **cells,
 ):
     """:func:`fast_model` with the product latents local to the blocks (the same posterior).
@@ -179,9 +181,15 @@ def local_model(
     mini-batch holds (:mod:`samplepar.svi`, local latents). Empty slots get standard normal
     priors that touch nothing (:func:`product_latents`); :func:`slots_to_products` reads a
     product's values back. It takes the panel's arrays but ``product`` (:func:`local_inputs`).
+    With ``block_index`` ``[B]`` the model is given a data shard's blocks whole and models
+    its blocks at ``block_index`` (a mini-batch, ``svi.build(..., rows_argument=BLOCK_INDEX)``),
+    reading their cells chunk by chunk instead of having them gathered first.
     """
     category_el, sigma_prod, mu, sigma_effect, sigma_cp = hyper_latents(num_categories, priors)
-    real = cells["observed"].any(-1)
+    if block_index is not None:
+        category = category[block_index]
+        log_units_factorial = log_units_factorial[block_index]
+    real = _at_blocks(cells["observed"], block_index).any(-1)
     with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
         with numpyro.plate(SLOTS_PLATE, real.shape[1], dim=-1):
             product_el, effect = product_latents(
@@ -189,7 +197,7 @@ def local_model(
             )
     cat_period = cat_period_latents(num_categories, num_periods, sigma_cp)
     log_lik = block_log_likelihood(
-        effect, product_el, cat_period[category], Blocks(**cells), LOG_DEMAND_CLIP
+        effect, product_el, cat_period[category], Blocks(**cells), LOG_DEMAND_CLIP, block_index
     )
     with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
         numpyro.factor("units", (log_lik - log_units_factorial)[:, None])
@@ -223,10 +231,17 @@ def draws_by_product(draws: dict, panel) -> dict:
 
 
 def slot_mean_log_price(arrays: dict) -> jax.Array:
-    """``[B, K]`` each slot's mean log price over its observed periods (0 for empty slots)."""
-    observed = arrays["observed"]
-    total = jnp.where(observed, arrays["log_price"], 0.0).sum(-1)
+    """``[B, K]`` each slot's mean log price over its observed periods (0 for empty slots),
+    from :func:`local_model`'s arguments."""
+    index = arrays.get(BLOCK_INDEX)
+    observed = _at_blocks(arrays["observed"], index)
+    total = jnp.where(observed, _at_blocks(arrays["log_price"], index), 0.0).sum(-1)
     return total / jnp.maximum(observed.sum(-1), 1)
+
+
+def _at_blocks(x, block_index):
+    """``x``'s blocks at ``block_index`` (all of them if it is None)."""
+    return x if block_index is None else jnp.take(x, block_index, axis=0, mode="clip")
 
 
 def published_inputs(obs) -> tuple[dict, dict]:
