@@ -103,18 +103,24 @@ def test_local_model_has_fast_log_density(at_mean):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3, err_msg=name)
 
 
+def _build(model, data, kwargs, layout, **options) -> svi.SVI:
+    """Sharded SVI of a panel model on ``layout``, learning rate 0.05 unless given."""
+    options.setdefault("optimizer", svi.default_optimizer(learning_rate=0.05))
+    return svi.build(
+        jax.random.key(0),
+        model,
+        data,
+        model_kwargs=kwargs,
+        data_plate="rows",
+        mesh=make_mesh(layout),
+        **options,
+    )
+
+
 def test_fast_path_recovers_elasticities():
     """Sharded SVI of the fast model: elasticities correlate with the truth after 800 steps."""
     obs, _, (panel_data, kwargs), truth = _inputs(48, 52, 3, seed=3)
-    problem = svi.build(
-        jax.random.key(0),
-        fast_model,
-        panel_data,
-        model_kwargs=kwargs,
-        data_plate="rows",
-        mesh=make_mesh("sample=2,data=2"),
-        optimizer=svi.default_optimizer(learning_rate=0.05),
-    )
+    problem = _build(fast_model, panel_data, kwargs, "sample=2,data=2")
     result = svi.fit(jax.random.key(1), problem, 800, progress_bar=False)
     draws = svi.posterior_draws(jax.random.key(2), problem, result.params, 200)
     estimate = draws["product_elasticity"].mean(axis=0)
@@ -134,15 +140,8 @@ def test_local_model_reads_minibatch_blocks_by_index(at_mean):
     model = mcmc.effect_at_mean(local_model, slot_mean_log_price) if at_mean else local_model
     results = []
     for rows_argument in (None, BLOCK_INDEX):
-        problem = svi.build(
-            jax.random.key(0),
-            model,
-            data,
-            model_kwargs=kwargs,
-            data_plate="rows",
-            mesh=make_mesh("sample=2,data=2"),
-            batch_size=6,
-            rows_argument=rows_argument,
+        problem = _build(
+            model, data, kwargs, "sample=2,data=2", batch_size=6, rows_argument=rows_argument
         )
         batch = problem.subsample(jax.random.key(3), problem.data)
         assert (batch.positions is None) == (rows_argument is None)
@@ -162,16 +161,13 @@ def test_local_model_minibatch_fit_recovers_elasticities():
     blocks = panel(obs, num_shards=2)
     data, kwargs = local_inputs(obs, blocks)
     num_blocks = len(blocks.category)
-    problem = svi.build(
-        jax.random.key(0),
+    problem = _build(
         mcmc.effect_at_mean(local_model, slot_mean_log_price),
         data,
-        model_kwargs=kwargs,
-        data_plate="rows",
-        mesh=make_mesh("data=2"),
+        kwargs,
+        "data=2",
         batch_size=2 * (num_blocks // 10),
         rows_argument=BLOCK_INDEX,
-        optimizer=svi.default_optimizer(learning_rate=0.05),
     )
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
     draws = svi.posterior_draws(jax.random.key(2), problem, result.params, 200)
