@@ -165,6 +165,8 @@ def fast_model(
 def local_model(
     category,
     log_units_factorial,
+    filled,
+    mean_log_price,
     *,
     num_blocks: int,
     num_categories: int,
@@ -180,20 +182,22 @@ def local_model(
     that sharded SVI samples, scores and differentiates them only on the blocks a device or a
     mini-batch holds (:mod:`samplepar.svi`, local latents). Empty slots get standard normal
     priors that touch nothing (:func:`product_latents`); :func:`slots_to_products` reads a
-    product's values back. It takes the panel's arrays but ``product`` (:func:`local_inputs`).
-    With ``block_index`` ``[B]`` the model is given a data shard's blocks whole and models
-    its blocks at ``block_index`` (a mini-batch, ``svi.build(..., rows_argument=BLOCK_INDEX)``),
-    reading their cells chunk by chunk instead of having them gathered first.
+    product's values back. It takes the panel's arrays but ``product``, and each slot's
+    ``filled`` flag and ``mean_log_price`` ``[B, K]`` (for :func:`slot_mean_log_price`), made
+    once by :func:`local_inputs`. With ``block_index`` ``[B]`` the model is given a data
+    shard's blocks whole and models its blocks at ``block_index`` (a mini-batch,
+    ``svi.build(..., rows_argument=BLOCK_INDEX)``), reading their cells chunk by chunk instead
+    of having them gathered first.
     """
     category_el, sigma_prod, mu, sigma_effect, sigma_cp = hyper_latents(num_categories, priors)
-    if block_index is not None:
-        category = category[block_index]
-        log_units_factorial = log_units_factorial[block_index]
-    real = _at_blocks(cells["observed"], block_index).any(-1)
+    del mean_log_price  # read by slot_mean_log_price
+    category, log_units_factorial, filled = (
+        _at_blocks(x, block_index) for x in (category, log_units_factorial, filled)
+    )
     with numpyro.plate(ROWS_PLATE, num_blocks, subsample_size=len(category), dim=-2):
-        with numpyro.plate(SLOTS_PLATE, real.shape[1], dim=-1):
+        with numpyro.plate(SLOTS_PLATE, filled.shape[1], dim=-1):
             product_el, effect = product_latents(
-                category_el[category][:, None], sigma_prod, mu, sigma_effect, real
+                category_el[category][:, None], sigma_prod, mu, sigma_effect, filled
             )
     cat_period = cat_period_latents(num_categories, num_periods, sigma_cp)
     log_lik = block_log_likelihood(
@@ -232,11 +236,8 @@ def draws_by_product(draws: dict, panel) -> dict:
 
 def slot_mean_log_price(arrays: dict) -> jax.Array:
     """``[B, K]`` each slot's mean log price over its observed periods (0 for empty slots),
-    from :func:`local_model`'s arguments."""
-    index = arrays.get(BLOCK_INDEX)
-    observed = _at_blocks(arrays["observed"], index)
-    total = jnp.where(observed, _at_blocks(arrays["log_price"], index), 0.0).sum(-1)
-    return total / jnp.maximum(observed.sum(-1), 1)
+    from :func:`local_model`'s arguments (for ``mcmc.effect_at_mean``)."""
+    return _at_blocks(arrays["mean_log_price"], arrays.get(BLOCK_INDEX))
 
 
 def _at_blocks(x, block_index):
@@ -266,6 +267,11 @@ def local_inputs(obs, panel) -> tuple[dict, dict]:
     sizes = model_kwargs(obs)
     del sizes["product_category"]
     arrays = {name: value for name, value in panel._asdict().items() if name != "product"}
+    observed = np.asarray(panel.observed)
+    count = observed.sum(-1)
+    total = np.where(observed, panel.log_price, 0.0).sum(-1, dtype=np.float64)
+    arrays["filled"] = count > 0
+    arrays["mean_log_price"] = (total / np.maximum(count, 1)).astype(np.float32)
     return arrays, {**sizes, "num_blocks": len(panel.category)}
 
 
