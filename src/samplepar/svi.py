@@ -37,30 +37,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
-from jax.sharding import PartitionSpec
-from numpyro import distributions as dist
 from numpyro.distributions import biject_to, constraints
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.autoguide import AutoNormal
-from numpyro.primitives import Messenger
 
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
-from samplepar.mesh import DATA, Layout, check_batch_size, global_batch, layout_of, make_mesh
+from samplepar.mesh import Layout, global_batch, layout_of, make_mesh
 from samplepar.objectives import Objective, RenyiELBO
+from samplepar.svi_rows import Rows, make_subsample, pad_rows, row_indices
+from samplepar.svi_sites import (
+    constrain,
+    data_plate_scale,
+    data_rows,
+    kept_rows,
+    local_param_axes,
+    normal_draws,
+    per_example,
+    plate_frame,
+    site_log_prob,
+    take_rows,
+)
 
 PyTree = Any
 IW_ELBO = RenyiELBO(0.0)  # the article's objective (Renyi alpha = 0), the default
-
-
-class Rows(NamedTuple):
-    """Rows of the data as a step's particles see them, sharded over ``data``."""
-
-    mask: jax.Array  # [B] False for padding rows
-    index: jax.Array  # [B] each row's global index among the data set's rows
-    arrays: dict  # the rows' arrays [B, ...]; with ``positions``, the shard's whole arrays
-    positions: jax.Array | None = None  # [B] the rows' positions in the shard's whole arrays
 
 
 class SVI(NamedTuple):
@@ -126,71 +126,6 @@ def init_params(
     return params, transforms, local_param_axes(guide_trace, data_plate)
 
 
-def local_param_axes(guide_trace, data_plate: str) -> dict[str, int]:
-    """``{name: axis}`` of the guide's params inside a full-size data plate (local latents').
-
-    Such a param holds one entry per row of the data set along ``axis``; NumPyro's plate
-    slices it to the rows held (its ``event_dim`` says which axis).
-    """
-    plate = guide_trace.get(data_plate)
-    if plate is None or plate["type"] != "plate" or plate["args"][1] is None:
-        return {}
-    axes = {}
-    for site in guide_trace.values():
-        frame = _plate_frame(site, data_plate) if site["type"] == "param" else None
-        event_dim = None if frame is None else site["kwargs"].get("event_dim")
-        if event_dim is not None:
-            axes[site["name"]] = jnp.ndim(site["value"]) + frame.dim - event_dim
-    return axes
-
-
-def take_rows(params: dict, axes: dict[str, int], rows) -> dict:
-    """``params`` with each local param (``axes``: its row axis) taken at ``rows``."""
-    return {
-        name: jnp.take(value, rows, axis=axes[name], mode="clip") if name in axes else value
-        for name, value in params.items()
-    }
-
-
-def _site_log_prob(site) -> jax.Array:
-    """A sample site's scaled log-density with its batch shape."""
-    fn, value = site["fn"], site["value"]
-    intermediates = site["intermediates"]
-    log_prob = fn.log_prob(value, intermediates) if intermediates else fn.log_prob(value)
-    return log_prob if site["scale"] is None else site["scale"] * log_prob
-
-
-def _plate_frame(site, plate: str):
-    return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
-
-
-def _per_example(site, frame, num_rows: int, scale: float) -> jax.Array:
-    """``[num_rows]``: the site's log-density over ``scale``, summed over all but its plate's
-    axis."""
-    log_prob = jnp.asarray(_site_log_prob(site))
-    if log_prob.ndim < -frame.dim or log_prob.shape[frame.dim] != num_rows:
-        raise ValueError(
-            f"site {site['name']!r} has log-density of shape {log_prob.shape}; its "
-            f"plate {frame.name!r} (dim {frame.dim}) must span the {num_rows} rows of the shard"
-        )
-    return jnp.moveaxis(log_prob, frame.dim, 0).reshape(num_rows, -1).sum(axis=1) / scale
-
-
-def _data_plate_scale(model_trace, data_plate: str) -> tuple[float, bool]:
-    """(the scale NumPyro's data plate puts on its sites, whether it is declared full-size).
-
-    A full-size plate scales its sites by (its size) / (rows held); the engine scales the rows'
-    terms itself, so they are divided by it.
-    """
-    plate = model_trace.get(data_plate)
-    if plate is None or plate["type"] != "plate":
-        raise ValueError(f"the model has no plate named {data_plate!r} (data_plate)")
-    size, subsample_size = plate["args"]
-    if subsample_size is None:
-        return 1.0, False
-    return size / len(plate["value"]), True
-
-
 def make_particle(
     model,
     guide,
@@ -235,18 +170,18 @@ def make_particle(
                 data=constrained,
             )
         ).get_trace(**kwargs)
-        scale, full_size = _data_plate_scale(model_trace, data_plate)
+        scale, full_size = data_plate_scale(model_trace, data_plate)
         per_row = jnp.zeros(mask.shape[0])
         global_term = jnp.zeros(())
         for sign, tr in ((1.0, model_trace), (-1.0, guide_trace)):
             for site in tr.values():
                 if site["type"] != "sample":
                     continue
-                frame = _plate_frame(site, data_plate)
+                frame = plate_frame(site, data_plate)
                 if frame is None:
-                    global_term = global_term + sign * jnp.sum(_site_log_prob(site))
+                    global_term = global_term + sign * jnp.sum(site_log_prob(site))
                 elif site["is_observed"] or full_size:
-                    per_row = per_row + sign * _per_example(site, frame, mask.shape[0], scale)
+                    per_row = per_row + sign * per_example(site, frame, mask.shape[0], scale)
                 else:
                     raise ValueError(
                         f"latent site {site['name']!r} lies in the data plate {data_plate!r}, "
@@ -257,167 +192,6 @@ def make_particle(
         return jnp.where(mask, per_row, 0.0), global_term
 
     return particle
-
-
-class data_rows(Messenger):
-    """Gives a full-size data plate (``plate(name, N, subsample_size=B)``) the rows it holds.
-
-    ``rows`` ``[B]`` are the global indices, among ``num_rows``, of the rows the model is given;
-    NumPyro's plate then slices full-size parameters declared inside it (a guide's, of local
-    latents) to them, unless ``params_taken``: then their values are given at the rows already
-    and the plate is kept from slicing them (by hiding their ``event_dim`` from it). A plate
-    that takes its size from the rows (no ``subsample_size``) is left alone.
-    """
-
-    def __init__(self, fn, plate: str, rows, num_rows: int, params_taken: bool = False):
-        self.plate, self.rows, self.num_rows = plate, rows, num_rows
-        self.params_taken, self.full_size = params_taken, False
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        if msg["type"] == "param" and self.params_taken and self.full_size:
-            if _plate_frame(msg, self.plate) is not None:
-                msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
-        if msg["type"] == "plate" and msg["name"] == self.plate and msg["args"][1] is not None:
-            if msg["args"][0] != self.num_rows:
-                raise ValueError(
-                    f"plate {self.plate!r} is declared with size {msg['args'][0]}, but the data "
-                    f"have {self.num_rows} rows: declare numpyro.plate({self.plate!r}, "
-                    f"{self.num_rows}, subsample_size=<rows given to the model>)"
-                )
-            msg["value"] = self.rows
-            msg["args"] = (msg["args"][0], self.rows.shape[0])
-            self.full_size = True
-
-
-class normal_draws(Messenger):
-    """Draws the handled function's latent Normal sites with :func:`samplepar.random.normal`.
-
-    The same numbers as NumPyro's own draws (``loc + eps * scale``, ``eps`` from
-    ``jax.random.normal`` with the site's key), so the objective is unchanged; put it inside
-    ``seed``. Drawn by NumPyro, XLA split each site's ``erf_inv`` over several fusions and
-    recomputed parts of it in each consumer; drawn here, each site's noise is made once, in one
-    fusion. A demand-small step (2 CPU devices, from the initial parameters, medians of 8
-    alternating rounds in one process) took 16.7 ms instead of 19.0, a step on a quarter of its
-    blocks 8.6 instead of 11.3; demand-medium's quarter step 66 instead of 80 ms.
-
-    Sites inside ``plate`` (local latents, the plate holding the rows ``rows`` of
-    ``num_rows``) draw ``eps`` as the whole data set's draw would, at their rows only
-    (:func:`samplepar.random.normal_rows`), so that a row's draw does not depend on the layout
-    or the mini-batch; their guide distribution must be a Normal, possibly transformed (as
-    AutoNormal's are).
-    """
-
-    def __init__(self, fn=None, plate: str | None = None, rows=None, num_rows: int = 0):
-        self.plate, self.rows, self.num_rows = plate, rows, num_rows
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        if msg["type"] != "sample" or msg["value"] is not None or msg["is_observed"]:
-            return
-        key = msg["kwargs"].get("rng_key")
-        frame = None if self.plate is None else _plate_frame(msg, self.plate)
-        fn, transforms = msg["fn"], []
-        if frame is not None and isinstance(fn, dist.TransformedDistribution):
-            fn, transforms = fn.base_dist, fn.transforms
-        while isinstance(fn, dist.Independent):
-            fn = fn.base_dist
-        if type(fn) is not dist.Normal or key is None:
-            if frame is not None and key is not None and not isinstance(fn, dist.Delta):
-                raise ValueError(
-                    f"the guide draws local latent site {msg['name']!r} from "
-                    f"{type(msg['fn']).__name__}: local latents need Normal guide sites "
-                    "(AutoNormal's), so that each row's draw is the same on every layout"
-                )
-            return
-        shape = tuple(msg["kwargs"].get("sample_shape", ())) + fn.batch_shape + fn.event_shape
-        if frame is None:
-            eps = sp_random.normal(key, shape, jnp.result_type(float))
-        else:
-            axis = len(shape) - len(msg["fn"].event_shape) + frame.dim
-            full_shape = (*shape[:axis], self.num_rows, *shape[axis + 1 :])
-            eps = sp_random.normal_rows(key, full_shape, axis, self.rows)
-        value, intermediates = fn.loc + eps * fn.scale, []
-        for transform in transforms:  # as TransformedDistribution.sample_with_intermediates
-            unconstrained = value
-            value, inner = transform.call_with_intermediates(value)
-            intermediates.append([unconstrained, inner])
-        msg["value"], msg["intermediates"] = value, intermediates
-
-
-def constrain(params: dict, transforms: dict) -> dict:
-    """Maps unconstrained params to their constraints' spaces."""
-    return {name: transforms[name](value) for name, value in params.items()}
-
-
-def pad_rows(arrays: dict, multiple: int) -> tuple[dict, np.ndarray]:
-    """Pads every array's leading axis to a multiple by repeating its last row; (arrays, mask)."""
-    num_rows = {np.shape(a)[0] for a in arrays.values()}
-    if len(num_rows) != 1:
-        shapes = {k: np.shape(a) for k, a in arrays.items()}
-        raise ValueError(f"data arrays must share their leading (row) axis; shapes: {shapes}")
-    (n,) = num_rows
-    padded = -(-n // multiple) * multiple
-    return {k: _pad_edge(a, padded) for k, a in arrays.items()}, np.arange(padded) < n
-
-
-def _pad_edge(a, length: int) -> np.ndarray:
-    """``a`` with its last row repeated up to ``length`` rows."""
-    a = np.asarray(a)
-    pad = length - len(a)
-    return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
-
-
-def row_indices(num_local_rows: int, padded: int, mesh) -> tuple[np.ndarray, int, int]:
-    """(global index of each of this process's rows, padded as the rows are; the global row
-    count; the global padded count).
-
-    Processes that split the ``data`` axis each hold a consecutive slice of the rows, in
-    the order of their data shards; processes that split only ``sample`` hold the same rows.
-    """
-    if jax.process_count() == 1:
-        return _pad_edge(np.arange(num_local_rows, dtype=np.int32), padded), num_local_rows, padded
-    counts = multihost_utils.process_allgather(np.array([num_local_rows, padded], np.int64))
-    first_shard = {}  # process -> the first data shard it holds
-    for (_, shard), device in np.ndenumerate(mesh.devices):
-        first_shard[device.process_index] = min(first_shard.get(device.process_index, shard), shard)
-    slices = {}  # first data shard -> (rows, padded rows) of the processes holding it
-    for process, shard in first_shard.items():
-        slices.setdefault(shard, tuple(int(c) for c in counts[process]))
-    mine = first_shard[jax.process_index()]
-    offset = sum(rows for shard, (rows, _) in slices.items() if shard < mine)
-    rows = np.arange(offset, offset + num_local_rows, dtype=np.int32)
-    num_rows = sum(rows for rows, _ in slices.values())
-    return _pad_edge(rows, padded), num_rows, sum(p for _, p in slices.values())
-
-
-def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
-    """``subsample(rng_key, data: Rows) -> Rows``: each data shard draws its rows on device.
-
-    The drawn rows' arrays are gathered, or, with ``model_takes_rows``, left whole with the
-    rows' positions in them (the model reads them itself).
-    """
-    layout = layout_of(mesh)
-    check_batch_size(batch_size, layout)
-    local = batch_size // layout.data
-
-    def shard(rng_key, data: Rows):
-        key = jax.random.fold_in(rng_key, jax.lax.axis_index(DATA))
-        positions = jax.random.randint(key, (local,), 0, data.mask.shape[0])
-
-        def take(a):  # "clip": in bounds, and the default ("fill") adds a select pass
-            return jnp.take(a, positions, axis=0, mode="clip")
-
-        if model_takes_rows:
-            return Rows(take(data.mask), take(data.index), data.arrays, positions)
-        return Rows(take(data.mask), take(data.index), jax.tree.map(take, data.arrays))
-
-    return jax.shard_map(
-        shard,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(DATA)),
-        out_specs=PartitionSpec(DATA),
-    )
 
 
 def build(
@@ -612,7 +386,7 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
             if site["type"] == "deterministic" or (
                 site["type"] == "sample" and not site["is_observed"]
             ):
-                values[name] = _kept_rows(site, data_plate, kept)
+                values[name] = kept_rows(site, data_plate, kept)
         return values
 
     @functools.partial(jax.jit, static_argnums=(2, 4))
@@ -627,25 +401,9 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
                 "posterior draws of local latents gather every row into one process; "
                 "draw them in a single-process run from the saved parameters"
             )
-        return draw_rows(rng_key, params, num_draws, data, int(np.sum(data.mask)))
+        return draw_rows(rng_key, params, num_draws, data, num_rows)  # one process: all kept
 
     return draw
-
-
-def _kept_rows(site, data_plate: str, kept) -> jax.Array:
-    """A site's value taken at the ``kept`` positions along its data plate's axis, if any."""
-    value = jnp.asarray(site["value"])
-    frame = _plate_frame(site, data_plate)
-    if frame is None:
-        return value
-    event_dim = len(site["fn"].event_shape) if site["type"] == "sample" else 0
-    axis = value.ndim - event_dim + frame.dim
-    if axis < 0 or value.shape[axis] != frame.size:
-        raise ValueError(
-            f"site {site['name']!r} of shape {value.shape} has no axis of the {frame.size} rows "
-            f"of plate {data_plate!r} at dim {frame.dim}"
-        )
-    return jnp.take(value, kept, axis=axis)
 
 
 def to_inference_data(draws: dict, path=None):

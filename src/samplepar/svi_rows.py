@@ -1,0 +1,93 @@
+"""The rows of sharded SVI's data: padding, global row indices over processes, and
+mini-batches drawn on device (used by :mod:`samplepar.svi`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec
+
+from samplepar.mesh import DATA, check_batch_size, layout_of
+
+
+class Rows(NamedTuple):
+    """Rows of the data as a step's particles see them, sharded over ``data``."""
+
+    mask: jax.Array  # [B] False for padding rows
+    index: jax.Array  # [B] each row's global index among the data set's rows
+    arrays: dict  # the rows' arrays [B, ...]; with ``positions``, the shard's whole arrays
+    positions: jax.Array | None = None  # [B] the rows' positions in the shard's whole arrays
+
+
+def pad_rows(arrays: dict, multiple: int) -> tuple[dict, np.ndarray]:
+    """Pads every array's leading axis to a multiple by repeating its last row; (arrays, mask)."""
+    num_rows = {np.shape(a)[0] for a in arrays.values()}
+    if len(num_rows) != 1:
+        shapes = {k: np.shape(a) for k, a in arrays.items()}
+        raise ValueError(f"data arrays must share their leading (row) axis; shapes: {shapes}")
+    (n,) = num_rows
+    padded = -(-n // multiple) * multiple
+    return {k: _pad_edge(a, padded) for k, a in arrays.items()}, np.arange(padded) < n
+
+
+def _pad_edge(a, length: int) -> np.ndarray:
+    """``a`` with its last row repeated up to ``length`` rows."""
+    a = np.asarray(a)
+    pad = length - len(a)
+    return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+
+def row_indices(num_local_rows: int, padded: int, mesh) -> tuple[np.ndarray, int, int]:
+    """(global index of each of this process's rows, padded as the rows are; the global row
+    count; the global padded count).
+
+    Processes that split the ``data`` axis each hold a consecutive slice of the rows, in
+    the order of their data shards; processes that split only ``sample`` hold the same rows.
+    """
+    if jax.process_count() == 1:
+        return _pad_edge(np.arange(num_local_rows, dtype=np.int32), padded), num_local_rows, padded
+    counts = multihost_utils.process_allgather(np.array([num_local_rows, padded], np.int64))
+    first_shard = {}  # process -> the first data shard it holds
+    for (_, shard), device in np.ndenumerate(mesh.devices):
+        first_shard[device.process_index] = min(first_shard.get(device.process_index, shard), shard)
+    slices = {}  # first data shard -> (rows, padded rows) of the processes holding it
+    for process, shard in first_shard.items():
+        slices.setdefault(shard, tuple(int(c) for c in counts[process]))
+    mine = first_shard[jax.process_index()]
+    offset = sum(rows for shard, (rows, _) in slices.items() if shard < mine)
+    rows = np.arange(offset, offset + num_local_rows, dtype=np.int32)
+    num_rows = sum(rows for rows, _ in slices.values())
+    return _pad_edge(rows, padded), num_rows, sum(p for _, p in slices.values())
+
+
+def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
+    """``subsample(rng_key, data: Rows) -> Rows``: each data shard draws its rows on device.
+
+    The drawn rows' arrays are gathered, or, with ``model_takes_rows``, left whole with the
+    rows' positions in them (the model reads them itself).
+    """
+    layout = layout_of(mesh)
+    check_batch_size(batch_size, layout)
+    local = batch_size // layout.data
+
+    def shard(rng_key, data: Rows):
+        key = jax.random.fold_in(rng_key, jax.lax.axis_index(DATA))
+        positions = jax.random.randint(key, (local,), 0, data.mask.shape[0])
+
+        def take(a):  # "clip": in bounds, and the default ("fill") adds a select pass
+            return jnp.take(a, positions, axis=0, mode="clip")
+
+        if model_takes_rows:
+            return Rows(take(data.mask), take(data.index), data.arrays, positions)
+        return Rows(take(data.mask), take(data.index), jax.tree.map(take, data.arrays))
+
+    return jax.shard_map(
+        shard,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA)),
+        out_specs=PartitionSpec(DATA),
+    )
