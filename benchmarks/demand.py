@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     init_constrained = problem.constrain(problem.params)
     seed_key = jax.random.key(1)
     settle_its, _, settled_state = run_fast(problem, seed_key, settle_steps)
-    settled = jax.device_get(settled_state.params)
+    settled = jax.device_get(problem.params_of(settled_state.params))
     print(
         f"settled: {settle_steps} fast-path steps from the initial parameters at {settle_its:.1f} "
         "it/s"
@@ -259,7 +259,7 @@ def main(argv=None) -> dict:
     )
     reference_losses = np.asarray(reference_run.losses)
     _, fast_losses, state = run_fast(problem, seed_key, learn_steps - 1)
-    fast_params = problem.constrain(state.params)
+    fast_params = problem.constrain(problem.params_of(state.params))
     tail = max(1, learn_steps // 10)
     result = {
         "size": size,

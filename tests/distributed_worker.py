@@ -1,7 +1,8 @@
 """One process of a multi-process job: a loss and its gradient on the global mesh.
 
 The toy model's under the engine (objective ``renyi`` or ``predictive-nll``), or sharded SVI of
-the local-latent model (``local-latents``), each process passing its own rows. Started by
+the local-latent model (``local-latents``, with the parameters after a few steps:
+:func:`stepped_params`), each process passing its own rows. Started by
 tests/test_distributed.py through samplepar.launch; prints one JSON line.
 """
 
@@ -25,6 +26,15 @@ def fixed_params(params: dict) -> dict:
         name: 0.1 + 0.05 * (jnp.arange(value.size, dtype=value.dtype).reshape(value.shape) % 7)
         for name, value in sorted(params.items())
     }
+
+
+def stepped_params(problem: svi.SVI, params: dict, num_steps: int = 3) -> np.ndarray:
+    """The parameters after ``num_steps`` steps from ``params``, raveled (sorted by name)."""
+    state = problem.init(params)
+    for _ in range(num_steps):
+        state, _ = problem.step(jax.random.key(5), state, problem.data)
+    stepped = problem.params_of(state.params)
+    return np.concatenate([np.ravel(stepped[name].addressable_data(0)) for name in sorted(stepped)])
 
 
 def local_latents_problem(layout: str, rows: slice = slice(None)) -> svi.SVI:
@@ -58,6 +68,7 @@ def main(layout: str, job: str) -> None:
         params, jax.random.key(7), batch
     )
     flat = np.concatenate([np.ravel(leaf.addressable_data(0)) for leaf in jax.tree.leaves(grad)])
+    stepped = stepped_params(problem, params) if job == "local-latents" else np.zeros(0)
     print(
         json.dumps(
             {
@@ -66,6 +77,7 @@ def main(layout: str, job: str) -> None:
                 "devices": jax.device_count(),
                 "loss": float(value.addressable_data(0)),
                 "grad": flat.tolist(),
+                "stepped": stepped.tolist(),
             }
         )
     )

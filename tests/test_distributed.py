@@ -49,7 +49,8 @@ def test_two_processes_equal_one(objective_name):
 @pytest.mark.parametrize("layout", ["sample=2,data=2", "sample=4,data=1"])
 def test_local_latents_two_processes_equal_one(layout):
     """Sharded SVI with local latents, each process passing its own rows (both processes all
-    rows where they split only ``sample``): loss and gradient equal one process's."""
+    rows where they split only ``sample``): loss and gradient equal one process's, and so do
+    the parameters after three steps (the local ones split over ``data`` in the steps)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     results = launch.launch_local(
         [sys.executable, WORKER, layout, "local-latents"], num_processes=2, timeout_s=240, env=env
@@ -61,9 +62,11 @@ def test_local_latents_two_processes_equal_one(layout):
         params, jax.random.key(7), problem.data
     )
     flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
+    stepped = distributed_worker.stepped_params(problem, params)
     for output in outputs:
         assert output["loss"] == pytest.approx(float(value), rel=1e-5)
         np.testing.assert_allclose(output["grad"], flat, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(output["stepped"], stepped, rtol=1e-5, atol=1e-6)
 
 
 def test_failing_process_stops_the_job_and_leaves_none_behind(tmp_path):

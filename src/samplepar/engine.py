@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from samplepar import random as sp_random
 from samplepar.mesh import (
@@ -112,6 +112,35 @@ def map_samples(fn: Callable, xs: PyTree, samples_per_pass: int | None):
     return jax.lax.map(fn, xs, batch_size=samples_per_pass)
 
 
+def mark_varying(params: PyTree, param_specs: PyTree | None, mesh: Mesh) -> PyTree:
+    """``params`` inside ``shard_map``, marked varying over every mesh axis they are replicated on.
+
+    Their cotangents are then summed over those axes once, at the parameters' own size;
+    otherwise the psum lands on per-sample cotangents, S_local times larger. The replicated
+    leaves are raveled first, so that their sum is one all-reduce rather than one per leaf:
+    between two CPU processes, 12 all-reduces of the MLP's leaves took 80 ms, one of their
+    concatenation 20 ms. A leaf sharded over ``data`` (``param_specs``) is summed over the
+    other axes only.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    specs = (
+        [PartitionSpec()] * len(leaves)
+        if param_specs is None
+        else treedef.flatten_up_to(param_specs)
+    )
+    sharded_axes = [{a for a in spec if a is not None} for spec in specs]
+    replicated_leaves = [i for i, axes in enumerate(sharded_axes) if not axes]
+    flat, unravel = ravel_pytree([leaves[i] for i in replicated_leaves])
+    flat = jax.lax.pcast(flat, mesh.axis_names, to="varying")
+    for i, leaf in zip(replicated_leaves, unravel(flat), strict=True):
+        leaves[i] = leaf
+    for i, axes in enumerate(sharded_axes):
+        others = tuple(a for a in mesh.axis_names if a not in axes)
+        if axes and others:
+            leaves[i] = jax.lax.pcast(leaves[i], others, to="varying")
+    return treedef.unflatten(leaves)
+
+
 def make_loss(
     particle_fn: ParticleFn,
     objective: Objective,
@@ -123,6 +152,7 @@ def make_loss(
     samples_per_pass: int | None = None,
     fan_out_flat: bool = False,
     slice_params: Callable[[PyTree, PyTree], PyTree] | None = None,
+    param_specs: PyTree | None = None,
 ) -> LossFn:
     """``loss(params, rng_key, batch) -> (-objective, diagnostics)``, sharded over ``mesh``.
 
@@ -150,7 +180,14 @@ def make_loss(
     its batch, for example the batch's rows of per-row parameters (a NumPyro guide's local
     latents). Taken before the copies, it makes their copies and per-sample gradients the
     batch's size; the gradient of the full parameters is then one scatter of the slices'.
+
+    ``param_specs`` (a ``PartitionSpec`` per parameter leaf; default: all replicated) shards
+    parameters over ``data``, for example the per-row parameters of local latents: each data
+    shard then gets its own rows' slice, whose cotangent is summed over the other axes only.
+    No ``kl_fn`` with them (it would see one shard).
     """
+    if param_specs is not None and kl_fn is not None:
+        raise ValueError("kl_fn needs every parameter on every device; drop param_specs")
     layout = layout_of(mesh)
     check_num_samples(num_samples, layout)
     samples_per_shard = num_samples // layout.sample
@@ -158,27 +195,20 @@ def make_loss(
     def shard_loss(params, rng_key, batch, data_scale):
         indices = sp_random.local_sample_indices(samples_per_shard, SAMPLE)
         keys = sp_random.sample_keys(rng_key, indices)
-        # Marked varying here, the parameters' cotangents are summed over the devices once, at
-        # their own size; otherwise the psum lands on per-sample cotangents, S_local times larger.
-        # Raveled first, so that the sum is one all-reduce rather than one per leaf: between two
-        # CPU processes, 12 all-reduces of the MLP's leaves took 80 ms, one of their concatenation
-        # 20 ms.
-        flat_params, unravel = ravel_pytree(params)
-        flat_local = jax.lax.pcast(flat_params, mesh.axis_names, to="varying")
-        local_params = unravel(flat_local)
-        particle_params, flat_particle, unravel_particle = local_params, flat_local, unravel
+        local_params = mark_varying(params, param_specs, mesh)
+        particle_params = local_params
         if slice_params is not None:
             particle_params = slice_params(local_params, batch)
-            flat_particle, unravel_particle = ravel_pytree(particle_params)
 
         def one_particle(key, index, particle_params):
             sample_batch = batch if augment_fn is None else augment_fn(rng_key, index, batch)
             return particle_fn(particle_params, key, sample_batch)
 
         if samples_per_pass is None:
-            shared = flat_particle if fan_out_flat else particle_params
+            shared, as_params = particle_params, lambda p: p
+            if fan_out_flat:
+                shared, as_params = ravel_pytree(particle_params)
             copies = jax.tree.map(lambda x: fan_out(x, samples_per_shard), shared)
-            as_params = unravel_particle if fan_out_flat else (lambda p: p)
             log_lik, global_term = jax.vmap(
                 lambda key, index, p: one_particle(key, index, as_params(p))
             )(keys, indices, copies)
@@ -201,7 +231,12 @@ def make_loss(
     sharded = jax.shard_map(
         shard_loss,
         mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(DATA), PartitionSpec()),
+        in_specs=(
+            PartitionSpec() if param_specs is None else param_specs,
+            PartitionSpec(),
+            PartitionSpec(DATA),
+            PartitionSpec(),
+        ),
         out_specs=(PartitionSpec(), PartitionSpec()),
     )
 
@@ -214,11 +249,41 @@ def make_loss(
     return loss
 
 
-def init(params: PyTree, optimizer: optax.GradientTransformation, mesh: Mesh) -> TrainState:
-    """The initial state, replicated over ``mesh``; ``params`` is copied (steps donate state)."""
-    params = jax.device_put(jax.tree.map(jnp.array, params), replicated(mesh))
-    opt_state = jax.jit(optimizer.init, out_shardings=replicated(mesh))(params)
-    step = jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))
+def state_shardings(
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    param_specs: PyTree | None = None,
+) -> TrainState:
+    """The shardings of a :class:`TrainState` over ``mesh``: replicated, except parameters
+    sharded by ``param_specs`` (as in :func:`make_loss`) and their copies in the optimizer's
+    state (its moments, for instance). ``params`` may be abstract (shapes and dtypes)."""
+    whole = replicated(mesh)
+    if param_specs is None:
+        return TrainState(whole, whole, whole)
+    param_shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), param_specs)
+    opt_shardings = optax.tree_map_params(
+        optimizer,
+        lambda _, sharding: sharding,
+        jax.eval_shape(optimizer.init, params),
+        param_shardings,
+        transform_non_params=lambda _: whole,
+    )
+    return TrainState(param_shardings, opt_shardings, whole)
+
+
+def init(
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    param_specs: PyTree | None = None,
+) -> TrainState:
+    """The initial state over ``mesh`` (laid out by :func:`state_shardings`); ``params`` is
+    copied (steps donate state)."""
+    shardings = state_shardings(params, optimizer, mesh, param_specs)
+    params = jax.device_put(jax.tree.map(jnp.array, params), shardings.params)
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
     return TrainState(params, opt_state, step)
 
 
@@ -246,8 +311,10 @@ def build_step(
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
     compiler_options: dict[str, str] | None = None,
+    state_sharding: TrainState | None = None,
 ):
-    """A jitted ``step(rng_key, state, batch) -> (state, info)``; state stays replicated.
+    """A jitted ``step(rng_key, state, batch) -> (state, info)``; the state keeps its layout
+    (``state_sharding``, from :func:`state_shardings`; default: replicated).
 
     ``compiler_options`` are XLA's (e.g. :func:`weight_sample_compiler_options`). Read each
     step's ``info`` before dispatching the step after next: on several CPU devices, XLA's
@@ -261,10 +328,10 @@ def build_step(
         info = StepInfo(loss, optax.tree.norm(grads), aux["log_likelihood"], aux["kl"])
         return TrainState(params, opt_state, state.step + 1), info
 
-    state_sharding = replicated(mesh)
+    state_sharding = replicated(mesh) if state_sharding is None else state_sharding
     return jax.jit(
         step,
-        out_shardings=(state_sharding, state_sharding),
+        out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=(1,),
         compiler_options=compiler_options,
     )

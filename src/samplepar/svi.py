@@ -18,7 +18,10 @@ rows it holds and takes a guide's full-size parameters of local sites (AutoNorma
 instance) at them before the particles' copies (:func:`take_rows`); each row's
 ``log p(z_i) - log q(z_i)`` joins its log-likelihood, so that the sampling, scoring and
 gradient of local latents are split over the data shards and, with mini-batches, cost the
-batch's rows only (the optimizer still updates all their parameters).
+batch's rows only. The steps keep such parameters, and the optimizer's state of them, laid
+out like the padded rows and split over ``data``: a device holds and updates its own rows'
+(``SVI.params_of`` gives them back at the data set's rows); the optimizer still updates all
+of a shard's rows every step.
 Parameters are kept unconstrained (as in ``numpyro.infer.SVI``); ``SVI.constrain`` maps them
 back. Rows are padded to a multiple of the data axis by repeating the last row, masked out.
 With ``batch_size`` each step draws its mini-batch on device: every data shard draws
@@ -37,15 +40,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 from numpyro.distributions import biject_to, constraints
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.autoguide import AutoNormal
 
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
-from samplepar.mesh import Layout, global_batch, layout_of, make_mesh
+from samplepar.mesh import Layout, global_batch, layout_of, make_mesh, replicated
 from samplepar.objectives import Objective, RenyiELBO
-from samplepar.svi_rows import Rows, make_subsample, pad_rows, row_indices
+from samplepar.svi_rows import (
+    Rows,
+    drop_padding,
+    make_subsample,
+    pad_rows,
+    row_indices,
+    row_param_specs,
+)
 from samplepar.svi_sites import (
     constrain,
     data_plate_scale,
@@ -67,7 +78,7 @@ class SVI(NamedTuple):
     """A sharded SVI problem: its initial parameters, pure functions and resident data."""
 
     params: dict  # initial unconstrained parameters, by param site name
-    init: Callable  # params -> TrainState (replicated over the mesh; ``params`` stay valid)
+    init: Callable  # params -> TrainState (local params split over ``data``; ``params`` stay valid)
     step: Callable  # (seed_key, state, data) -> (state, StepInfo); jitted, donates state;
     # the step's key is ``step_key(seed_key, state.step)``, drawn on device
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
@@ -76,6 +87,7 @@ class SVI(NamedTuple):
     constrain: Callable  # unconstrained params -> constrained params
     guide: Any
     draw: Callable  # (rng_key, constrained params, num_draws) -> {site: [num_draws, ...]}
+    params_of: Callable  # TrainState.params -> unconstrained params, laid out as ``params``
 
 
 class FitResult(NamedTuple):
@@ -140,14 +152,15 @@ def make_particle(
     ``per_row`` is each row's log-likelihood plus, for local latents, ``log p - log q``;
     ``num_rows`` is the data set's row count. The local params come already taken at the rows
     (:func:`take_rows`, done by the engine before the particles' copies). The key is split into
-    (model, guide) keys as NumPyro's ELBOs split a particle's key. With ``Rows.positions``, the
-    model takes them as ``rows_argument`` besides the shard's whole arrays.
+    (model, guide) keys as NumPyro's ELBOs split a particle's key. With ``rows_argument``, a
+    mini-batch's ``Rows.positions`` go to the model as that argument besides the shard's whole
+    arrays.
     """
 
     def particle(params, rng_key, batch: Rows):
         mask, rows = batch.mask, batch.index
         kwargs = {**model_kwargs, **batch.arrays}
-        if batch.positions is not None:
+        if rows_argument is not None and batch.positions is not None:
             kwargs[rows_argument] = batch.positions
         model_key, guide_key = jax.random.split(rng_key)
         constrained = constrain(params, transforms)
@@ -240,16 +253,37 @@ def build(
         model, guide, transforms, data_plate, model_kwargs, num_rows, rows_argument
     )
     device_data = global_batch(Rows(mask, rows, arrays), mesh)
-    loss = jax.jit(
-        engine.make_loss(
-            particle,
-            objective,
-            mesh,
-            num_particles,
-            dataset_size=num_rows_padded,
-            fan_out_flat=True,
-            slice_params=lambda p, batch: take_rows(p, local_axes, batch.index),
-        )
+    make_loss = functools.partial(
+        engine.make_loss,
+        particle,
+        objective,
+        mesh,
+        num_particles,
+        dataset_size=num_rows_padded,
+        fan_out_flat=True,
+    )
+    # For the user: every param whole, the local ones taken at the rows' global indices.
+    loss = jax.jit(make_loss(slice_params=lambda p, batch: take_rows(p, local_axes, batch.index)))
+    # For the steps: the local params (and their optimizer state) laid out like the padded rows,
+    # split over ``data``: a shard reads its own rows' slice, at a mini-batch's positions, and
+    # no device holds, sums or updates the others'.
+    specs = row_param_specs(params, local_axes)
+    state_loss = make_loss(
+        param_specs=specs,
+        slice_params=lambda p, batch: (
+            p if batch.positions is None else take_rows(p, local_axes, batch.positions)
+        ),
+    )
+    state_params = jax.jit(
+        lambda p, index: take_rows(p, local_axes, index),
+        out_shardings={name: NamedSharding(mesh, spec) for name, spec in specs.items()},
+    )
+    params_of = jax.jit(
+        lambda p, data: drop_padding(p, local_axes, data, num_rows),
+        out_shardings=replicated(mesh),
+    )
+    shardings = engine.state_shardings(
+        jax.eval_shape(state_params, params, device_data.index), optimizer, mesh, specs
     )
     subsample = None
     if batch_size is not None:
@@ -259,9 +293,9 @@ def build(
         if subsample is not None:
             data_key, rng_key = jax.random.split(rng_key)
             data = subsample(data_key, data)
-        return loss(params, rng_key, data)
+        return state_loss(params, rng_key, data)
 
-    engine_step = engine.build_step(step_loss, optimizer, mesh)
+    engine_step = engine.build_step(step_loss, optimizer, mesh, state_sharding=shardings)
 
     def step(seed_key, state, data):
         # The step key is drawn inside the program: an eager fold_in per step and its copy to
@@ -270,7 +304,9 @@ def build(
 
     return SVI(
         params=params,
-        init=lambda p: engine.init(jax.tree.map(jnp.copy, p), optimizer, mesh),
+        init=lambda p: engine.init(
+            state_params(p, device_data.index), optimizer, mesh, param_specs=specs
+        ),
         step=jax.jit(step, donate_argnums=(1,)),
         loss=loss,
         subsample=subsample,
@@ -282,6 +318,7 @@ def build(
             if local_axes
             else guide_draws(guide)
         ),
+        params_of=lambda p: params_of(p, device_data),
     )
 
 
@@ -338,7 +375,9 @@ def fit(
     if pending is not None:
         record(pending)
     bar.close()
-    return FitResult(state, svi.constrain(state.params), np.asarray(losses, np.float32))
+    return FitResult(
+        state, svi.constrain(svi.params_of(state.params)), np.asarray(losses, np.float32)
+    )
 
 
 def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:

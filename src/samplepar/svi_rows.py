@@ -19,8 +19,8 @@ class Rows(NamedTuple):
 
     mask: jax.Array  # [B] False for padding rows
     index: jax.Array  # [B] each row's global index among the data set's rows
-    arrays: dict  # the rows' arrays [B, ...]; with ``positions``, the shard's whole arrays
-    positions: jax.Array | None = None  # [B] the rows' positions in the shard's whole arrays
+    arrays: dict  # the rows' arrays [B, ...], or the shard's whole ones (a model reading them)
+    positions: jax.Array | None = None  # [B] a mini-batch's positions among the shard's rows
 
 
 def pad_rows(arrays: dict, multiple: int) -> tuple[dict, np.ndarray]:
@@ -67,8 +67,9 @@ def row_indices(num_local_rows: int, padded: int, mesh) -> tuple[np.ndarray, int
 def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
     """``subsample(rng_key, data: Rows) -> Rows``: each data shard draws its rows on device.
 
-    The drawn rows' arrays are gathered, or, with ``model_takes_rows``, left whole with the
-    rows' positions in them (the model reads them itself).
+    The drawn rows' arrays are gathered, or, with ``model_takes_rows``, left whole (the model
+    reads them at the positions itself). Either way the rows' positions among the shard's rows
+    come along, where its shard of per-row parameters is read.
     """
     layout = layout_of(mesh)
     check_batch_size(batch_size, layout)
@@ -81,9 +82,8 @@ def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
         def take(a):  # "clip": in bounds, and the default ("fill") adds a select pass
             return jnp.take(a, positions, axis=0, mode="clip")
 
-        if model_takes_rows:
-            return Rows(take(data.mask), take(data.index), data.arrays, positions)
-        return Rows(take(data.mask), take(data.index), jax.tree.map(take, data.arrays))
+        arrays = data.arrays if model_takes_rows else jax.tree.map(take, data.arrays)
+        return Rows(take(data.mask), take(data.index), arrays, positions)
 
     return jax.shard_map(
         shard,
@@ -91,3 +91,32 @@ def make_subsample(mesh, batch_size: int, model_takes_rows: bool = False):
         in_specs=(PartitionSpec(), PartitionSpec(DATA)),
         out_specs=PartitionSpec(DATA),
     )
+
+
+def row_param_specs(params: dict, local_axes: dict[str, int]) -> dict:
+    """A ``PartitionSpec`` per param: local params (``local_axes``: their row axis) split over
+    ``data`` along it, like the rows; the others replicated."""
+    return {
+        name: PartitionSpec(*[None] * local_axes[name], DATA)
+        if name in local_axes
+        else PartitionSpec()
+        for name in params
+    }
+
+
+def drop_padding(params: dict, local_axes: dict[str, int], data: Rows, num_rows: int) -> dict:
+    """Local params laid out like ``data``'s padded rows (``N_padded`` along their row axis)
+    back at the data set's ``num_rows`` rows, padding rows dropped; the others unchanged."""
+
+    def real_rows(value, axis):
+        value = jnp.moveaxis(value, axis, 0)
+        target = jnp.where(data.mask, data.index, num_rows)  # num_rows: out of bounds, dropped
+        rows = (
+            jnp.zeros((num_rows, *value.shape[1:]), value.dtype).at[target].set(value, mode="drop")
+        )
+        return jnp.moveaxis(rows, 0, axis)
+
+    return {
+        name: real_rows(value, local_axes[name]) if name in local_axes else value
+        for name, value in params.items()
+    }
