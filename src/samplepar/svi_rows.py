@@ -108,9 +108,10 @@ def drop_padding(params: dict, local_axes: dict[str, int], data: Rows, num_rows:
     """Local params laid out like ``data``'s padded rows (``N_padded`` along their row axis)
     back at the data set's ``num_rows`` rows, padding rows dropped; the others unchanged."""
 
+    target = jnp.where(data.mask, data.index, num_rows)  # num_rows: out of bounds, dropped
+
     def real_rows(value, axis):
         value = jnp.moveaxis(value, axis, 0)
-        target = jnp.where(data.mask, data.index, num_rows)  # num_rows: out of bounds, dropped
         rows = (
             jnp.zeros((num_rows, *value.shape[1:]), value.dtype).at[target].set(value, mode="drop")
         )
