@@ -6,7 +6,8 @@
 
 (a) reference: the published formulation fitted by NumPyro's ``SVI.run`` (one compiled scan),
 see ``reference_demand.py``; (b) fast path: the panel formulation under samplepar's sharded SVI
-on every local device (one per CPU core unless XLA_FLAGS says otherwise). Both: AutoNormal,
+on every local device (one per CPU core unless XLA_FLAGS says otherwise), its steps taken as
+``svi.fit`` takes them (``svi.STEPS_PER_CALL`` to a compiled call). Both: AutoNormal,
 Renyi ELBO with 4 particles, AdamW with exponential decay. Both are timed from the parameters of
 a fast-path fit of ``--settle-steps`` steps (the regime most of a fit runs in): the fast path
 computes a chunk of blocks cell by cell only while its log demand may reach the clip, which early
@@ -59,6 +60,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_demand  # noqa: E402
+from _common import run_svi  # noqa: E402
 
 from samplepar import svi  # noqa: E402
 from samplepar.host import prepare_process  # noqa: E402
@@ -99,23 +101,6 @@ def exp_pass_seconds(num_elements: int, repeats: int = 20) -> float:
         fn(x).block_until_ready()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def run_fast(problem: svi.SVI, seed_key, num_steps: int, init_params=None):
-    """(it/s over ``num_steps`` steps after one compiling step, losses, final state)."""
-    state = problem.init(problem.params if init_params is None else init_params)
-    seed_key = jax.device_put(seed_key, state.step.sharding)
-    state, info = problem.step(seed_key, state, problem.data)
-    losses = [info.loss]
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(num_steps):
-        state, info = problem.step(seed_key, state, problem.data)
-        losses[-1].block_until_ready()  # at most two steps in flight (engine.build_step)
-        losses.append(info.loss)
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - start
-    return num_steps / seconds, np.asarray(jax.device_get(losses)), state
 
 
 def elasticity_correlation(guide, params: dict, truth) -> float:
@@ -197,7 +182,7 @@ def main(argv=None) -> dict:
     problem = build()
     init_constrained = problem.constrain(problem.params)
     seed_key = jax.random.key(1)
-    settle_its, _, settled_state = run_fast(problem, seed_key, settle_steps)
+    settle_its, _, settled_state = run_svi(problem, seed_key, settle_steps - svi.STEPS_PER_CALL)
     settled = jax.device_get(problem.params_of(settled_state.params))
     print(
         f"settled: {settle_steps} fast-path steps from the initial parameters at {settle_its:.1f} "
@@ -227,11 +212,15 @@ def main(argv=None) -> dict:
     rounds = {"fast": [], "fast_from_init": [], "local": [], "reference": []}
     rounds["minibatch"] = [[] for _ in batch_blocks]
     for _ in range(args.rounds):
-        rounds["fast"].append(run_fast(problem, seed_key, steps, settled)[0])
-        rounds["fast_from_init"].append(run_fast(problem, seed_key, steps)[0])
-        rounds["local"].append(run_fast(local_problem, seed_key, steps, local_settled)[0])
-        for times, minibatch_problem in zip(rounds["minibatch"], minibatch_problems, strict=True):
-            times.append(run_fast(minibatch_problem, seed_key, steps, local_settled)[0])
+        rounds["fast"].append(run_svi(problem, seed_key, steps, settled)[0])
+        rounds["fast_from_init"].append(run_svi(problem, seed_key, steps)[0])
+        rounds["local"].append(run_svi(local_problem, seed_key, steps, local_settled)[0])
+        for times, minibatch_problem, fraction in zip(
+            rounds["minibatch"], minibatch_problems, args.batch_fractions, strict=True
+        ):  # as many observations as a full-batch round
+            times.append(
+                run_svi(minibatch_problem, seed_key, round(steps / fraction), local_settled)[0]
+            )
         rounds["reference"].append(reference_round())
     exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
     fast_its = float(np.median(rounds["fast"]))
@@ -258,7 +247,7 @@ def main(argv=None) -> dict:
         reference, jax.random.key(1), learn_steps, data, model_kwargs, init_constrained
     )
     reference_losses = np.asarray(reference_run.losses)
-    _, fast_losses, state = run_fast(problem, seed_key, learn_steps - 1)
+    _, fast_losses, state = run_svi(problem, seed_key, learn_steps - svi.STEPS_PER_CALL)
     fast_params = problem.constrain(problem.params_of(state.params))
     tail = max(1, learn_steps // 10)
     result = {

@@ -7,7 +7,8 @@ A hierarchical model with one latent per row (a group's offset) besides two glob
 written with NumPyro's mini-batch idiom (``samplepar.models.grouped``).
 AutoNormal, Renyi ELBO (alpha = 0) with 4 particles, AdamW, every local device on ``data``.
 Full-batch steps and mini-batch steps of ``--batch-fractions`` of the rows (drawn on device)
-are timed in ``--rounds`` alternating rounds; each figure is the median of its rounds, and a
+are timed in ``--rounds`` alternating rounds, taken as ``svi.fit`` takes them
+(``svi.STEPS_PER_CALL`` to a compiled call); each figure is the median of its rounds, and a
 mini-batch's observations per second are compared with the full batch's. A step on 2 rows
 gives the step's cost that does not shrink with the batch. Prints a table, ends with one JSON
 line and writes benchmarks/results/local_latents.json.
@@ -20,13 +21,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, use_host_devices  # noqa: E402
+from _common import emit, run_svi, use_host_devices  # noqa: E402
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     use_host_devices(os.cpu_count() or 1)
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,24 +40,11 @@ OBSERVATIONS_PER_ROW = 8
 NUM_PARTICLES = 4
 
 
-def steps_per_second(problem: svi.SVI, num_steps: int) -> float:
-    """Steps per second over ``num_steps`` steps after one compiling step."""
-    state = problem.init(problem.params)
-    seed_key = jax.device_put(jax.random.key(1), state.step.sharding)
-    state, _ = problem.step(seed_key, state, problem.data)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(num_steps):
-        state, _ = problem.step(seed_key, state, problem.data)
-    jax.block_until_ready(state)
-    return num_steps / (time.perf_counter() - start)
-
-
 def main(argv=None) -> dict:
     prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=200_000, help="rows, one latent each")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps a round")
+    parser.add_argument("--steps", type=int, default=20, help="timed full-batch steps a round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument(
         "--batch-fractions",
@@ -87,10 +74,16 @@ def main(argv=None) -> dict:
         batches[f"{fraction:g} of the rows"] = max(1, round(fraction * args.groups / data_shards))
         batches[f"{fraction:g} of the rows"] *= data_shards
     problems = {name: build(None if name == "full" else rows) for name, rows in batches.items()}
+    # each mini-batch round sees as many observations as a full-batch one, up to 10x its steps
+    steps = {
+        name: min(10 * args.steps, round(args.steps * args.groups / rows))
+        for name, rows in batches.items()
+    }
     rounds = {name: [] for name in problems}
+    seed_key = jax.random.key(1)
     for _ in range(args.rounds):
         for name, problem in problems.items():
-            rounds[name].append(steps_per_second(problem, args.steps))
+            rounds[name].append(run_svi(problem, seed_key, steps[name])[0])
     full_its = float(np.median(rounds["full"]))
     print(f"{'steps on':<22}{'it/s':>9}{'obs/s vs full':>15}")
     figures = {}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from samplepar import cli
+from samplepar import cli, demand, svi
 
 TINY = ["--model", "mlp", "--samples", "4", "--batch-size", "64", "--epochs", "1"]
 TINY += ["--eval-samples", "4", "--no-progress"]
@@ -74,6 +74,17 @@ def test_demand_simulate_then_fit(tmp_path, capsys):
     assert summary["observations"] == 96
     assert 0.0 <= summary["truth"]["coverage_90"] <= 1.0  # the simulated truth sits beside it
     assert -1.0 <= summary["truth"]["elasticity_median_corr"] <= 1.0
+
+
+def test_demand_checkpoint_interval_is_whole_calls_of_steps():
+    """A quarter of the run, at most 1000 steps, in whole calls of ``svi.STEPS_PER_CALL`` where
+    the run is long enough, so that ``svi.fit`` never breaks a call at a checkpoint."""
+    assert svi.STEPS_PER_CALL == 10
+    assert demand.checkpoint_interval(20_000) == 1000
+    assert demand.checkpoint_interval(500) == 120
+    assert demand.checkpoint_interval(40) == 10
+    assert demand.checkpoint_interval(30) == 7
+    assert demand.checkpoint_interval(2) == 1
 
 
 def test_demand_minibatch_fit_reports_products(tmp_path, capsys):

@@ -12,8 +12,8 @@ from numpyro.infer import RenyiELBO as NumpyroRenyi
 from numpyro.infer import Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
 
+from samplepar import checkpoint, svi
 from samplepar import random as sp_random
-from samplepar import svi
 from samplepar.guides import AutoPairedNormal
 from samplepar.mesh import make_mesh
 from samplepar.models import observations, published_inputs, published_model, simulate, validate
@@ -316,6 +316,24 @@ def test_fit_with_local_params_split_over_data_resumes(groups, tmp_path):
     assert resumed.params["offset_auto_loc"].shape == (NUM_GROUPS, 1)
     for name in whole.params:
         np.testing.assert_allclose(resumed.params[name], whole.params[name], rtol=1e-5)
+
+
+def test_fit_steps_per_call_as_one_by_one(groups, tmp_path):
+    """Steps taken four to a compiled call (local params split over ``data=8``, mini-batches,
+    checkpoints every 6 steps: calls of 4 and single steps mixed) give the one-by-one run's
+    losses and parameters, and keep the state's layout."""
+    problem = _build_grouped(groups, "data=8", objective=ELBO(False), batch_size=16)
+    seed_key = jax.random.key(2)
+    one_by_one = svi.fit(seed_key, problem, 12, progress_bar=False, steps_per_call=1)
+    kwargs = {"progress_bar": False, "checkpoint_dir": tmp_path / "ckpt", "checkpoint_every": 6}
+    batched = svi.fit(seed_key, problem, 12, steps_per_call=4, **kwargs)
+    assert checkpoint.latest_step(tmp_path / "ckpt") == 12
+    np.testing.assert_allclose(batched.losses, one_by_one.losses, rtol=1e-6)
+    for name in one_by_one.params:
+        np.testing.assert_allclose(batched.params[name], one_by_one.params[name], rtol=1e-6)
+    assert batched.state.params["offset_auto_loc"].sharding.spec == PartitionSpec("data")
+    with pytest.raises(ValueError, match="steps_per_call"):
+        svi.fit(seed_key, problem, 2, progress_bar=False, steps_per_call=0)
 
 
 def test_local_latents_recover_offsets(groups):

@@ -43,6 +43,13 @@ def simulate_to_file(path, products: int, periods: int, categories: int, seed: i
     return {"rows": len(table), "output": str(path)}
 
 
+def checkpoint_interval(steps: int) -> int:
+    """Steps between a fit's checkpoints: a quarter of the run, at most 1000, rounded down to
+    whole compiled calls of ``svi.STEPS_PER_CALL`` steps where the run is that long."""
+    every = max(1, min(1000, steps // 4))
+    return every - every % svi.STEPS_PER_CALL if every >= svi.STEPS_PER_CALL else every
+
+
 def fit_file(
     path,
     workdir,
@@ -113,7 +120,7 @@ def fit_file(
         steps,
         progress_bar=progress,
         checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=max(1, min(1000, steps // 4)),
+        checkpoint_every=checkpoint_interval(steps),
     )
     posterior = svi.posterior_draws(jax.random.fold_in(key, 2), problem, result.params, draws)
     if batch_size is not None:
