@@ -23,7 +23,8 @@ each step, ``--batch-fractions`` of the panel) is timed on the formulation whose
 are local to the blocks (``local_model``: a step samples, scores and differentiates only its
 blocks' products), from the same settled parameters, and compared per observation:
 observations per second against the full-batch step's. That formulation's full-batch step is
-timed too (``local_it_per_s``). A learning check then
+timed too (``local_it_per_s``), and so is a mini-batch of one block per device, the cost of a
+step that does not shrink with the batch (``one_block_per_device_it_per_s``). A learning check then
 runs both for ``--learn-steps`` from the same initial parameters and compares their final
 losses, and the correlation of the fitted product elasticities with the truth. The two
 trajectories differ even from the same start: NumPyro's Renyi surrogate weights particles by
@@ -196,6 +197,7 @@ def main(argv=None) -> dict:
     local_problem = build(local=True)
     local_settled = in_slots(settled, local_problem.params, blocks)
     minibatch_problems = [build(batch, local=True) for batch in batch_blocks]
+    one_block_problem = build(data_shards, local=True)  # one block per device
     reference = reference_demand.make_svi(NUM_PARTICLES, svi.default_optimizer(LEARNING_RATE))
     reference_round = reference_demand.round_timer(
         reference,
@@ -209,12 +211,14 @@ def main(argv=None) -> dict:
     # Rounds alternate between the paths, so that the machine's drift (timings here wander by
     # 10 to 20% from minute to minute) reaches every figure alike; medians are reported.
     exp_seconds = exp_pass_seconds(NUM_PARTICLES * num_obs)
-    rounds = {"fast": [], "fast_from_init": [], "local": [], "reference": []}
+    rounds = {"fast": [], "fast_from_init": [], "local": [], "one_block": [], "reference": []}
     rounds["minibatch"] = [[] for _ in batch_blocks]
     for _ in range(args.rounds):
         rounds["fast"].append(run_svi(problem, seed_key, steps, settled)[0])
         rounds["fast_from_init"].append(run_svi(problem, seed_key, steps)[0])
         rounds["local"].append(run_svi(local_problem, seed_key, steps, local_settled)[0])
+        its, _, _ = run_svi(one_block_problem, seed_key, 10 * steps, local_settled)
+        rounds["one_block"].append(its)
         for times, minibatch_problem, fraction in zip(
             rounds["minibatch"], minibatch_problems, args.batch_fractions, strict=True
         ):  # as many observations as a full-batch round
@@ -271,6 +275,8 @@ def main(argv=None) -> dict:
         "fast_it_per_s_from_init_rounds": rounds["fast_from_init"],
         "local_it_per_s": float(np.median(rounds["local"])),
         "local_it_per_s_rounds": rounds["local"],
+        "one_block_per_device_it_per_s": float(np.median(rounds["one_block"])),
+        "one_block_per_device_it_per_s_rounds": rounds["one_block"],
         "speedup_per_round": [
             f / r for f, r in zip(rounds["fast"], rounds["reference"], strict=True)
         ],
@@ -320,6 +326,11 @@ def main(argv=None) -> dict:
         f"speed-up per iteration: {result['speedup']:.1f}x (median it/s of {args.rounds} rounds; "
         f"per round {min(spread):.1f}x to {max(spread):.1f}x); from the initial parameters "
         f"{result['speedup_from_init']:.1f}x"
+    )
+    one_block_ms = 1e3 / result["one_block_per_device_it_per_s"]
+    print(
+        f"mini-batch of one block per device: {result['one_block_per_device_it_per_s']:.1f} it/s, "
+        f"{one_block_ms:.2f} ms a step (what does not shrink with the batch)"
     )
     for row in minibatch:
         print(
