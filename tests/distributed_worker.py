@@ -29,10 +29,11 @@ def fixed_params(params: dict) -> dict:
 
 
 def stepped_params(problem: svi.SVI, params: dict, num_steps: int = 3) -> np.ndarray:
-    """The parameters after ``num_steps`` steps from ``params``, raveled (sorted by name)."""
+    """The parameters after ``num_steps`` steps from ``params``, raveled (sorted by name): one
+    by ``SVI.step``, the rest in one ``SVI.steps`` call (both ways ``svi.fit`` takes them)."""
     state = problem.init(params)
-    for _ in range(num_steps):
-        state, _ = problem.step(jax.random.key(5), state, problem.data)
+    state, _ = problem.step(jax.random.key(5), state, problem.data)
+    state, _ = problem.steps(jax.random.key(5), state, problem.data, num_steps - 1)
     stepped = problem.params_of(state.params)
     return np.concatenate([np.ravel(stepped[name].addressable_data(0)) for name in sorted(stepped)])
 
