@@ -53,10 +53,11 @@ class TrainState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    """Diagnostics of one step (not needed by the next one)."""
+    """Diagnostics of one step (not needed by the next one). No gradient norm: it cost a pass
+    over every gradient and, for parameters split over ``data``, one more all-reduce, 0.42 of
+    1.59 ms of a demand-medium step on one block per device."""
 
     loss: jax.Array
-    grad_norm: jax.Array
     log_likelihood: jax.Array
     kl: jax.Array
 
@@ -325,7 +326,7 @@ def build_step(
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rng_key, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        info = StepInfo(loss, optax.tree.norm(grads), aux["log_likelihood"], aux["kl"])
+        info = StepInfo(loss, aux["log_likelihood"], aux["kl"])
         return TrainState(params, opt_state, state.step + 1), info
 
     state_sharding = replicated(mesh) if state_sharding is None else state_sharding

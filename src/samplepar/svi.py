@@ -350,11 +350,11 @@ def fit(
     """Runs ``num_steps`` steps in all; step ``t`` uses ``step_key(seed_key, t)``.
 
     Steps are taken ``steps_per_call`` at a time in one compiled loop (``SVI.steps``) wherever
-    that many fit before the next checkpoint or the end, one by one otherwise (the same steps:
-    a call per step only adds the host's dispatch to every step, :data:`STEPS_PER_CALL`). With ``checkpoint_dir`` the state and loss history are saved
-    every ``checkpoint_every`` steps and at the end, and a run finds its latest checkpoint there
-    and resumes from it, ending where an uninterrupted run ends. Raises FloatingPointError on a
-    non-finite loss.
+    that many fit before the next checkpoint or the end, one by one otherwise: the same steps,
+    without the host's dispatch between them (:data:`STEPS_PER_CALL`). With ``checkpoint_dir``
+    the state and loss history are saved every ``checkpoint_every`` steps and at the end, and a
+    run finds its latest checkpoint there and resumes from it, ending where an uninterrupted
+    run ends. Raises FloatingPointError on a non-finite loss.
     """
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}")
