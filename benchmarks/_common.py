@@ -66,8 +66,8 @@ def median_seconds(fn, repeats: int = 10, warmup: int = 2) -> float:
 
 def run_svi(problem, seed_key, num_steps: int, init_params=None):
     """(steps/s, losses, final state) of sharded SVI taken as ``svi.fit`` takes it:
-    ``STEPS_PER_CALL`` steps to a compiled call, each call's losses read once the next is
-    dispatched. One call compiles and is not timed; then ``num_steps`` steps (rounded down to
+    ``STEPS_PER_CALL`` steps to a compiled call (at most two in flight, ``samplepar.dispatch``).
+    One call compiles and is not timed; then ``num_steps`` steps (rounded down to
     whole calls, at least one) are; ``losses`` has every step's, the untimed call's first."""
     import jax
     import numpy as np
@@ -84,7 +84,6 @@ def run_svi(problem, seed_key, num_steps: int, init_params=None):
     start = time.perf_counter()
     for _ in range(calls):
         state, info = problem.steps(seed_key, state, problem.data, per_call)
-        losses[-1].block_until_ready()  # at most two calls in flight (engine.build_step)
         losses.append(info.loss)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - start

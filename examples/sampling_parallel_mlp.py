@@ -32,13 +32,10 @@ def main(steps: int) -> float:
     optimizer = optax.adam(1e-2)
     step = sp.build_step(loss, optimizer, mesh, sp.weight_sample_compiler_options(mesh))
     state = sp.init(params, optimizer, mesh)
-    loader, seed, previous = LoaderState(), jax.random.key(1), None
+    loader, seed = LoaderState(), jax.random.key(1)
     for t in range(steps):
         batch, loader = next_batch((data.x_train, data.y_train), loader, 64, seed=0)
         state, info = step(sp.step_key(seed, t), state, sp.global_batch(batch, mesh))
-        if previous is not None:
-            previous.loss.block_until_ready()  # at most two steps in flight (see the README)
-        previous = info
     weights, _ = model.family.sample_and_log_prob(jax.random.key(2), state.params)
     accuracy = (model.predict_fn(weights, data.x_test).argmax(-1) == data.y_test).mean()
     print(

@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from samplepar import random as sp_random
+from samplepar.dispatch import BoundedDispatch
 from samplepar.mesh import (
     DATA,
     SAMPLE,
@@ -318,9 +319,9 @@ def build_step(
     """A jitted ``step(rng_key, state, batch) -> (state, info)``; the state keeps its layout
     (``state_sharding``, from :func:`state_shardings`; default: replicated).
 
-    ``compiler_options`` are XLA's (e.g. :func:`weight_sample_compiler_options`). Read each
-    step's ``info`` before dispatching the step after next: on several CPU devices, XLA's
-    collectives can deadlock when a loop queues many steps unread (see the README).
+    ``compiler_options`` are XLA's (e.g. :func:`weight_sample_compiler_options`). A call waits
+    for the loss of the call before last first (:class:`samplepar.dispatch.BoundedDispatch`):
+    on several CPU devices, XLA's collectives can deadlock when a loop queues many steps unread.
     """
 
     def step(rng_key, state: TrainState, batch) -> tuple[TrainState, StepInfo]:
@@ -331,9 +332,11 @@ def build_step(
         return TrainState(params, opt_state, state.step + 1), info
 
     state_sharding = replicated(mesh) if state_sharding is None else state_sharding
-    return jax.jit(
-        step,
-        out_shardings=(state_sharding, replicated(mesh)),
-        donate_argnums=(1,),
-        compiler_options=compiler_options,
+    return BoundedDispatch(
+        jax.jit(
+            step,
+            out_shardings=(state_sharding, replicated(mesh)),
+            donate_argnums=(1,),
+            compiler_options=compiler_options,
+        )
     )

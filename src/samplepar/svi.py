@@ -47,6 +47,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
+from samplepar.dispatch import BoundedDispatch
 from samplepar.mesh import Layout, global_batch, layout_of, make_mesh, replicated
 from samplepar.objectives import Objective, RenyiELBO
 from samplepar.svi_rows import (
@@ -84,7 +85,8 @@ class SVI(NamedTuple):
     params: dict  # initial unconstrained parameters, by param site name
     init: Callable  # params -> TrainState (local params split over ``data``; ``params`` stay valid)
     step: Callable  # (seed_key, state, data) -> (state, StepInfo); jitted, donates state;
-    # the step's key is ``step_key(seed_key, state.step)``, drawn on device
+    # the step's key is ``step_key(seed_key, state.step)``, drawn on device; at most two calls
+    # in flight (``dispatch.BoundedDispatch``), as for ``steps``
     steps: Callable  # (seed_key, state, data, num_steps) -> (state, StepInfo of [num_steps]):
     # ``num_steps`` (static) steps in one call, as ``step`` takes them one by one
     loss: Callable  # (params, rng_key, batch) -> (loss, {"log_likelihood", "kl"})
@@ -316,12 +318,14 @@ def build(
         init=lambda p: engine.init(
             state_params(p, device_data.index), optimizer, mesh, param_specs=specs
         ),
-        step=jax.jit(step, donate_argnums=(1,)),
-        steps=jax.jit(
-            steps,
-            static_argnums=(3,),
-            donate_argnums=(1,),
-            out_shardings=(shardings, replicated(mesh)),
+        step=BoundedDispatch(jax.jit(step, donate_argnums=(1,))),
+        steps=BoundedDispatch(
+            jax.jit(
+                steps,
+                static_argnums=(3,),
+                donate_argnums=(1,),
+                out_shardings=(shardings, replicated(mesh)),
+            )
         ),
         loss=loss,
         subsample=subsample,

@@ -215,7 +215,7 @@ def evaluate_dataset(run: Run, params, config: TrainConfig, x, y) -> dict[str, A
         batch_stats = run.evaluate(
             params, key, mesh.global_batch(process_rows(batch, run.mesh), run.mesh)
         )
-        jax.block_until_ready(previous)  # at most two batches in flight (engine.build_step)
+        jax.block_until_ready(previous)  # at most two batches in flight (samplepar.dispatch)
         previous = batch_stats
         stats = batch_stats if stats is None else stats.merge(batch_stats)
     return {k: np.asarray(v).tolist() for k, v in stats.compute().items()}, stats
