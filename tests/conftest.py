@@ -12,6 +12,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Benchmarks, the demo and users compile fully; JAX_DISABLE_MOST_OPTIMIZATIONS=0 tests that way.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+# ArviZ writes a stamp file on its first import of the day, through a temporary file of a fixed
+# name: two test workers importing it at once raced on it ("FileNotFoundError: ...
+# daily_warning.tmp" at collection). The controlling process imports it first, before it starts
+# the workers, so that they find the day's stamp and write nothing.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    import arviz  # noqa: E402, F401
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
