@@ -26,10 +26,11 @@ from samplepar.models import (  # noqa: E402
 CHECKPOINT_EVERY = 100
 
 
-def main(workdir: Path, num_steps: int) -> None:
+def demand_problem() -> svi.SVI:
+    """Sharded SVI of the published demand model on a 12-product table, over two devices."""
     table, _ = simulate(0, 12, 7, 3)
     data, model_kwargs = published_inputs(observations(validate(table)))
-    problem = svi.build(
+    return svi.build(
         jax.random.key(0),
         published_model,
         data,
@@ -37,9 +38,12 @@ def main(workdir: Path, num_steps: int) -> None:
         mesh=make_mesh("data=2"),
         num_particles=4,
     )
+
+
+def main(workdir: Path, num_steps: int) -> None:
     result = svi.fit(
         jax.random.key(2),
-        problem,
+        demand_problem(),
         num_steps,
         progress_bar=False,
         checkpoint_dir=workdir / "checkpoints",

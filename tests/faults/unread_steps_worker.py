@@ -12,23 +12,11 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-
-from samplepar import svi  # noqa: E402
-from samplepar.mesh import make_mesh  # noqa: E402
-from samplepar.models import observations, published_inputs, published_model, simulate  # noqa: E402
+from svi_worker import demand_problem  # noqa: E402
 
 
 def main(num_steps: int) -> None:
-    table, _ = simulate(0, 12, 7, 3)
-    data, model_kwargs = published_inputs(observations(table))
-    problem = svi.build(
-        jax.random.key(0),
-        published_model,
-        data,
-        model_kwargs=model_kwargs,
-        mesh=make_mesh("data=2"),
-        num_particles=4,
-    )
+    problem = demand_problem()
     state = problem.init(problem.params)
     seed_key = jax.device_put(jax.random.key(1), state.step.sharding)
     for _ in range(num_steps):
