@@ -1,5 +1,5 @@
-"""``patch_conv``: the convolution as a matmul of shifted views equals XLA's convolution, in value,
-gradient and under vmap over per-sample kernels."""
+"""``patch_conv``: the convolution as a matmul of a banded kernel with shifted views equals XLA's
+convolution, in value, gradient and under vmap over per-sample kernels, for any view width."""
 
 import functools
 
@@ -10,8 +10,8 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from samplepar.bnn import get_model
-from samplepar.bnn.conv import max_pool_2x2, patch_conv
+from samplepar.bnn import conv, get_model
+from samplepar.bnn.conv import banded_kernel, max_pool_2x2, patch_conv, width_tile
 
 CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
@@ -36,8 +36,22 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def most_columns(request, monkeypatch):
+    """``conv.WIDTH_TILE`` set to the parameter, with ``patched`` traced afresh."""
+    monkeypatch.setattr(conv, "WIDTH_TILE", request.param)
+    patched.clear_cache()
+    yield request.param
+    patched.clear_cache()
+
+
+@pytest.mark.parametrize("most_columns", [1, 3, conv.WIDTH_TILE], indirect=True)
 @pytest.mark.parametrize(("x_shape", "w_shape", "strides", "padding"), CASES)
-def test_value_and_gradients_equal_xla_convolution(x_shape, w_shape, strides, padding):
+def test_value_and_gradients_equal_xla_convolution(
+    x_shape, w_shape, strides, padding, most_columns
+):
+    """Views of 1 column (im2col), of 3 (the last view cut short on 8- and 10-wide outputs) and of
+    the default width."""
     x_key, w_key, t_key = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(x_key, x_shape)
     w = jax.random.normal(w_key, w_shape)
@@ -51,6 +65,27 @@ def test_value_and_gradients_equal_xla_convolution(x_shape, w_shape, strides, pa
 
     for got, want in zip(gradients(patched), gradients(reference), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_banded_kernel_places_each_tap_on_its_diagonal():
+    rhs = jax.random.normal(jax.random.key(9), (2, 3, 2, 4))
+    band = np.asarray(banded_kernel(rhs, 4)).reshape(2, 6, 2, 4, 4)  # [i, v, c, w, o]
+    expected = np.zeros_like(band)
+    for w in range(4):
+        expected[:, w : w + 3, :, w, :] = rhs
+    np.testing.assert_array_equal(band, expected)
+    np.testing.assert_array_equal(banded_kernel(rhs, 1), rhs.reshape(12, 4))
+
+
+@pytest.mark.parametrize(
+    ("out_width", "kernel_width", "stride", "tile"),
+    [(28, 5, 1, 7), (10, 5, 1, 5), (8, 3, 1, 8), (32, 3, 1, 8), (16, 3, 2, 1), (32, 1, 1, 1)],
+)
+def test_width_tile_splits_evenly_and_keeps_im2col_where_views_do_not_overlap(
+    out_width, kernel_width, stride, tile, monkeypatch
+):
+    monkeypatch.setattr(conv, "WIDTH_TILE", 8)
+    assert width_tile(out_width, kernel_width, stride) == tile
 
 
 def test_vmap_over_kernels_with_shared_and_per_sample_inputs():
