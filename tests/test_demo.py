@@ -1,6 +1,6 @@
 """The demo's targets: accuracy and calibration after 30 epochs, the same on every layout.
 
-Two full demo runs (about 5 minutes on 2 cores), so marked slow: ``pytest -m slow``.
+Two full demo runs (about a minute on 2 cores), so marked slow: ``pytest -m slow``.
 """
 
 import dataclasses
@@ -11,6 +11,7 @@ from samplepar import train
 
 
 @pytest.mark.slow
+@pytest.mark.full_optimization  # compiled as `make demo` is; float32 drift depends on it
 def test_demo_meets_its_targets_on_the_hybrid_layout_and_on_one_device(tmp_path):
     def run(layout):
         config = dataclasses.replace(train.demo_config(layout), progress=False)
@@ -20,8 +21,8 @@ def test_demo_meets_its_targets_on_the_hybrid_layout_and_on_one_device(tmp_path)
     for result in (hybrid, single):
         assert result.metrics["test_accuracy"] >= 0.97
         assert result.metrics["test_ece"] <= 0.03
-    # The same result as on one device; the parameters themselves drift apart over 330 Adam
-    # steps (float32 reduction order), by up to 2e-3 in a few kernel entries.
+    # The same result as on one device. The parameters agree to 7e-5 after the first epoch, then
+    # drift apart over 330 Adam steps (float32 reduction order), by up to 0.09 in a few entries.
     assert hybrid.metrics["test_accuracy"] == pytest.approx(
         single.metrics["test_accuracy"], abs=1 / 450
     )
