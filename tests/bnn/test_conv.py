@@ -1,5 +1,6 @@
 """``patch_conv``: the convolution as a matmul of a banded kernel with shifted views equals XLA's
-convolution, in value, gradient and under vmap over per-sample kernels, for any view width."""
+convolution, in value, gradient and under vmap over per-sample kernels, for any view width; and
+``conv_relu_pool`` equals XLA's convolution, ReLU and 2x2 max pooling as separate layers."""
 
 import functools
 
@@ -11,7 +12,13 @@ from flax import linen as nn
 from jax import lax
 
 from samplepar.bnn import conv, get_model
-from samplepar.bnn.conv import banded_kernel, max_pool_2x2, patch_conv, width_tile
+from samplepar.bnn.conv import (
+    banded_kernel,
+    conv_relu_pool,
+    max_pool_2x2,
+    patch_conv,
+    width_tile,
+)
 
 CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
@@ -27,6 +34,16 @@ def patched(x, w, strides, padding):
     return patch_conv(x, w, strides, padding, dimension_numbers=CHANNELS_LAST)
 
 
+@functools.partial(jax.jit, static_argnums=(3,))
+def separate(x, w, b, padding):
+    return max_pool_2x2(nn.relu(reference(x, w, (1, 1), padding) + b))
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def fused(x, w, b, padding):
+    return conv_relu_pool(x, w, b, padding)
+
+
 CASES = [
     ((2, 8, 8, 1), (5, 5, 1, 6), (1, 1), "SAME"),
     ((2, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID"),
@@ -38,11 +55,13 @@ CASES = [
 
 @pytest.fixture
 def most_columns(request, monkeypatch):
-    """``conv.WIDTH_TILE`` set to the parameter, with ``patched`` traced afresh."""
+    """``conv.WIDTH_TILE`` set to the parameter, with ``patched`` and ``fused`` traced afresh."""
     monkeypatch.setattr(conv, "WIDTH_TILE", request.param)
     patched.clear_cache()
+    fused.clear_cache()
     yield request.param
     patched.clear_cache()
+    fused.clear_cache()
 
 
 @pytest.mark.parametrize("most_columns", [1, 3, conv.WIDTH_TILE], indirect=True)
@@ -165,3 +184,104 @@ def test_max_pool_2x2_after_relu_gives_tied_zeros_no_gradient():
     x = jnp.array([[-1.0, -2.0], [-3.0, -0.5]]).reshape(1, 2, 2, 1)
     grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(nn.relu(x))))(x)
     np.testing.assert_array_equal(grad, jnp.zeros_like(x))
+
+
+POOL_CASES = [
+    ((2, 28, 28, 1), (5, 5, 1, 6), "SAME"),  # LeNet-5's first block
+    ((2, 14, 14, 6), (5, 5, 6, 16), "VALID"),  # and its second
+    ((3, 9, 7, 2), (3, 3, 2, 4), "SAME"),  # odd output: its last row and column are dropped
+    ((2, 6, 8, 3), (3, 2, 3, 5), ((2, 0), (1, 1))),
+]
+
+
+def pool_inputs(x_shape, w_shape, seed=0):
+    x_key, w_key, b_key = jax.random.split(jax.random.key(seed), 3)
+    return (
+        jax.random.normal(x_key, x_shape),
+        jax.random.normal(w_key, w_shape),
+        jax.random.normal(b_key, w_shape[-1:]),
+    )
+
+
+def pool_gradients(block, x, w, b, padding, target):
+    loss = lambda x, w, b: jnp.sum(target * block(x, w, b, padding))  # noqa: E731
+    return jax.jit(jax.grad(loss, (0, 1, 2)))(x, w, b)
+
+
+@pytest.mark.parametrize("most_columns", [2, 3, conv.WIDTH_TILE], indirect=True)
+@pytest.mark.parametrize(("x_shape", "w_shape", "padding"), POOL_CASES)
+def test_conv_relu_pool_equals_separate_layers(x_shape, w_shape, padding, most_columns):
+    """Views of 2 columns (28 of them: built as strided slices), of 2 or 4 (3 at most) and of the
+    default width. Continuous draws: no tied maxima."""
+    x, w, b = pool_inputs(x_shape, w_shape)
+    expected = separate(x, w, b, padding)
+    got = fused(x, w, b, padding)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    target = jax.random.normal(jax.random.key(3), expected.shape)
+    for got, want in zip(
+        pool_gradients(fused, x, w, b, padding, target),
+        pool_gradients(separate, x, w, b, padding, target),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_relu_pool_splits_the_gradient_between_tied_maxima():
+    """On a blank image every window's outputs equal the bias: its positive channels tie four
+    ways, and their gradient is split as the separate layers split it."""
+    x = jnp.zeros((1, 8, 8, 1)).at[0, 2:4, 2:5, 0].set(1.0)
+    _, w, b = pool_inputs(x.shape, (3, 3, 1, 4), seed=4)
+    b = b.at[:2].set(jnp.abs(b[:2]))
+    target = jax.random.normal(jax.random.key(5), (1, 4, 4, 4))
+    np.testing.assert_allclose(fused(x, w, b, "SAME"), separate(x, w, b, "SAME"), atol=1e-6)
+    for got, want in zip(
+        pool_gradients(fused, x, w, b, "SAME", target),
+        pool_gradients(separate, x, w, b, "SAME", target),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_relu_pool_under_vmap_over_kernels_of_a_shared_input():
+    x, _, _ = pool_inputs((3, 12, 12, 2), (5, 5, 2, 3))
+    kernels = jax.random.normal(jax.random.key(6), (4, 5, 5, 2, 3))
+    biases = jax.random.normal(jax.random.key(7), (4, 3))
+    target = jax.random.normal(jax.random.key(8), (4, 3, 6, 6, 3))
+
+    def loss(block, kernels, biases):
+        out = jax.vmap(block, (None, 0, 0, None))(x, kernels, biases, "SAME")
+        return jnp.sum(target * out)
+
+    def value_and_gradients(block):
+        return jax.jit(jax.value_and_grad(lambda k, b: loss(block, k, b), (0, 1)))(kernels, biases)
+
+    got, want = value_and_gradients(fused), value_and_gradients(separate)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_relu_pool_refuses_an_output_too_small_to_pool():
+    x, w, b = pool_inputs((1, 3, 3, 1), (3, 3, 1, 2))
+    with pytest.raises(ValueError, match="output is 1x1; 2x2 pooling needs at least 2x2"):
+        conv_relu_pool(x, w, b, "VALID")
+
+
+def test_lenet_gradients_agree_with_either_convolution():
+    """The fused blocks (``patches``) against XLA's convolution and separate layers."""
+    x = jax.random.normal(jax.random.key(9), (4, 28, 28, 1))
+    y = jnp.arange(4) % 10
+    patches = get_model("lenet5", (28, 28, 1), 10)
+    xla = get_model("lenet5", (28, 28, 1), 10, convolution="xla")
+    variables = patches.init(jax.random.key(10), x)
+
+    def gradient(model):
+        def loss(variables):
+            logits = model.apply(variables, x)
+            return -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+
+        return jax.jit(jax.value_and_grad(loss))(variables)
+
+    got, want = gradient(patches), gradient(xla)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

@@ -1,17 +1,15 @@
-"""``dense_dot_general``: the dense product with a direct kernel-gradient contraction equals
-``lax.dot_general`` in value and gradient, under ``vmap`` over per-sample kernels and inside
-``shard_map`` over a sample x data mesh."""
+"""``dense_dot_general``: ``nn.Dense``'s product through ``kernel_product`` equals
+``lax.dot_general`` in value and gradient, also under ``vmap`` over per-sample kernels (inside
+``shard_map``: tests/bnn/test_product.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax.sharding import PartitionSpec
 
 from samplepar.bnn import MLP
 from samplepar.bnn.dense import dense_dot_general
-from samplepar.mesh import make_mesh
 
 DENSE = lambda dot: lambda x, w: dot(x, w, (((x.ndim - 1,), (0,)), ((), ())))  # noqa: E731
 
@@ -52,31 +50,6 @@ def test_vmap_over_kernels(shared_input):
         value_and_gradients(batched(dense_dot_general), x, kernels, target),
         value_and_gradients(batched(lax.dot_general), x, kernels, target),
     )
-
-
-def test_inside_shard_map_the_gradients_are_summed_as_autodiff_sums_them():
-    """Kernels vary over ``sample`` and ``data``, the inputs over ``data`` only: the input's
-    cotangent must be summed over ``sample``, as the transpose of the implicit broadcast is."""
-    mesh = make_mesh("sample=2,data=4")
-    x_key, w_key, t_key = jax.random.split(jax.random.key(2), 3)
-    x = jax.random.normal(x_key, (8, 7))
-    w = jax.random.normal(w_key, (7, 4))
-    target = jax.random.normal(t_key, (8, 4))
-
-    def loss(dot, x, w):
-        def shard(x, w, target):
-            w = lax.pcast(w, ("sample", "data"), to="varying")
-            return lax.psum(jnp.sum(target * jnp.tanh(DENSE(dot)(x, w))), ("sample", "data"))
-
-        specs = (PartitionSpec("data"), PartitionSpec(), PartitionSpec("data"))
-        return jax.shard_map(shard, mesh=mesh, in_specs=specs, out_specs=PartitionSpec())(
-            x, w, target
-        )
-
-    def value_and_gradients_of(dot):
-        return jax.jit(jax.value_and_grad(lambda x, w: loss(dot, x, w), (0, 1)))(x, w)
-
-    assert_close(value_and_gradients_of(dense_dot_general), value_and_gradients_of(lax.dot_general))
 
 
 def test_other_contractions_go_to_dot_general():

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.linen.dtypes import promote_dtype
 from jax import lax
+
+from samplepar.bnn.product import kernel_product
 
 _CHANNELS_LAST = lax.ConvDimensionNumbers(
     lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
@@ -98,31 +101,110 @@ def patch_conv(
         )
     batch, height, width, _ = lhs.shape
     kh, kw, _, c_out = rhs.shape
-    sh, sw = window_strides
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads((height, width), (kh, kw), window_strides, padding)
-    (top, bottom), (left, right) = padding
-    h_out = (height + top + bottom - kh) // sh + 1
-    w_out = (width + left + right - kw) // sw + 1
-    tile = width_tile(w_out, kw, sw)
+    padding = _pads((height, width), (kh, kw), window_strides, padding)
+    h_out, w_out = _output_size((height, width), (kh, kw), window_strides, padding)
+    tile = width_tile(w_out, kw, window_strides[1])
     views = -(-w_out // tile)
+    blocks = _row_blocks(lhs, (kh, kw), window_strides, padding, tile, views, h_out)
+    patches = jnp.concatenate(blocks, axis=-1)  # [B, H_out, views, kh * span * C_in]
+    out = jnp.dot(patches, banded_kernel(rhs, tile), precision=precision)
+    return out.reshape(batch, h_out, views * tile, c_out)[:, :, :w_out]
+
+
+def _pads(size, kernel_size, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((top, bottom), (left, right))`` from a padding name or pairs."""
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(size, kernel_size, strides, padding)
+    return tuple(tuple(p) for p in padding)
+
+
+def _output_size(size, kernel_size, strides, padding) -> tuple[int, int]:
+    return tuple(
+        (n + lo + hi - k) // s + 1
+        for n, k, s, (lo, hi) in zip(size, kernel_size, strides, padding, strict=True)
+    )
+
+
+def _row_blocks(lhs, kernel_size, strides, padding, tile, views, rows) -> list[jax.Array]:
+    """The views of :func:`patch_conv` for the first ``rows`` output rows, one block per kernel
+    row: ``kh`` arrays ``[B, rows, views, span * C_in]``, concatenated on the last axis by the
+    callers. Columns are built first, as a few wide windows or (im2col) a few strided slices."""
+    kh, kw = kernel_size
+    sh, sw = strides
+    (top, bottom), (left, right) = padding
     span = tile + kw - 1
     step = tile * sw
-    # Zero columns on the right so that the last view is whole; its extra outputs are cut below.
-    extra = max(0, (views - 1) * step + span - (width + left + right))
+    # Zero columns on the right so that the last view is whole; its extra outputs are cut later.
+    extra = max(0, (views - 1) * step + span - (lhs.shape[2] + left + right))
     x = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right + extra), (0, 0)))
-    # Columns first, as a few wide windows or (im2col) a few strided slices, then rows.
     if views <= span:
         columns = jnp.stack([x[:, :, k * step : k * step + span] for k in range(views)], axis=2)
     else:
         last = (views - 1) * step + 1
         columns = jnp.stack([x[:, :, v : v + last : step] for v in range(span)], axis=3)
     columns = columns.reshape(*columns.shape[:3], -1)  # [B, H_padded, views, span * C_in]
-    patches = jnp.concatenate(
-        [columns[:, i : i + (h_out - 1) * sh + 1 : sh] for i in range(kh)], axis=-1
-    )  # [B, H_out, views, kh * span * C_in]
-    out = jnp.dot(patches, banded_kernel(rhs, tile), precision=precision)
-    return out.reshape(batch, h_out, views * tile, c_out)[:, :, :w_out]
+    return [columns[:, i : i + (rows - 1) * sh + 1 : sh] for i in range(kh)]
+
+
+def conv_relu_pool(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, padding, precision=None
+) -> jax.Array:
+    """``max_pool_2x2(relu(conv(x, kernel) + bias))`` at stride 1, as one matmul of the banded
+    kernel (:func:`patch_conv`) whose output keeps each pooling window's rows and columns on axes
+    of their own: ``[B, H_out / 2, 2, views, 2, tile / 2 * C_out]``, reduced by a max over the
+    two window axes.
+
+    Under ``vmap`` over weight samples with a shared input (a first layer), the samples stay in
+    the matmul's output order: ReLU, pooling and their gradients read it in place, where the
+    separate layers read it through a transpose. The bias is the matmul's last row (against a
+    column of ones), so its sum stays in place too; the kernel's gradient is one contraction
+    (:func:`~samplepar.bnn.product.kernel_product`). LeNet-5's vectorised step at S=16 took
+    111.7 ms with the separate layers and 80.3 ms with both blocks fused, on a 2-core CPU.
+
+    Same values and gradients up to float32 summation order (ReLU after the max equals the max
+    after ReLU; the max's gradient is split evenly between tied maxima, as in
+    :func:`max_pool_2x2`). An odd last output row or column is dropped. ``x [B, H, W, C_in]``,
+    ``kernel [kh, kw, C_in, C_out]``, ``bias [C_out]``, one dtype -> ``[B, H_out // 2,
+    W_out // 2, C_out]``.
+    """
+    batch, height, width, _ = x.shape
+    kh, kw, _, c_out = kernel.shape
+    padding = _pads((height, width), (kh, kw), (1, 1), padding)
+    h_out, w_out = _output_size((height, width), (kh, kw), (1, 1), padding)
+    rows, cols = h_out // 2, w_out // 2
+    if rows == 0 or cols == 0:
+        raise ValueError(
+            f"conv_relu_pool: the convolution's output is {h_out}x{w_out}; 2x2 pooling needs at "
+            "least 2x2"
+        )
+    views = -(-w_out // WIDTH_TILE)
+    tile = 2 * -(-cols // views)  # even: a view holds whole pooling windows
+    blocks = _row_blocks(x, (kh, kw), (1, 1), padding, tile, views, 2 * rows)
+    ones = jnp.ones((batch, 2 * rows, views, 1), x.dtype)
+    patches = jnp.concatenate([*blocks, ones], axis=-1).reshape(batch, rows, 2, views, -1)
+    band = banded_kernel(kernel, tile).reshape(-1, tile // 2, 2, c_out).swapaxes(1, 2)
+    band = jnp.concatenate([band, jnp.broadcast_to(bias, (1, 2, tile // 2, c_out))])
+    out = kernel_product(patches, band.reshape(band.shape[0], 2, -1), precision)
+    pooled = nn.relu(jnp.max(out, axis=(2, 4)))  # [B, rows, views, tile / 2 * C_out]
+    return pooled.reshape(batch, rows, views * tile // 2, c_out)[:, :, :cols]
+
+
+class ConvReLUPool(nn.Module):
+    """``max_pool_2x2(relu(nn.Conv(features, kernel_size, padding=padding)(x)))`` computed by
+    :func:`conv_relu_pool`, with ``nn.Conv``'s parameters and initialisers (``kernel [kh, kw,
+    C_in, features]``, ``bias [features]``)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x, kernel, bias = promote_dtype(x, kernel, bias)
+        return conv_relu_pool(x, kernel, bias, self.padding)
 
 
 # How the models below convolve: ``patches`` (default; fast for per-sample kernels on the CPU) or
@@ -167,15 +249,22 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = conv_layer(self.convolution)
         x = as_image(x)
-        x = max_pool_2x2(nn.relu(conv(6, (5, 5), padding="SAME")(x)))
+        x = self.block(6, "SAME", "Conv_0")(x)
         padding = "VALID" if min(x.shape[1:3]) >= 10 else "SAME"
-        x = max_pool_2x2(nn.relu(conv(16, (5, 5), padding=padding)(x)))
+        x = self.block(16, padding, "Conv_1")(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(120)(x))
         x = nn.relu(nn.Dense(84)(x))
         return nn.Dense(self.num_outputs)(x)
+
+    def block(self, features: int, padding: str, name: str):
+        """Conv 5x5, ReLU, 2x2 max pooling: fused (:class:`ConvReLUPool`) with ``patches``,
+        separate layers with ``xla``; named as ``nn.Conv`` so the parameters are the same."""
+        if self.convolution == "patches":
+            return ConvReLUPool(features, (5, 5), padding, name=name)
+        conv = conv_layer(self.convolution)(features, (5, 5), padding=padding, name=name)
+        return lambda x: max_pool_2x2(nn.relu(conv(x)))
 
 
 class ResidualBlock(nn.Module):

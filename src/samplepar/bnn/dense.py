@@ -10,37 +10,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense_product(inputs: jax.Array, kernel: jax.Array, precision) -> jax.Array:
-    """``inputs [..., K] @ kernel [K, N]``."""
-    return lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), precision)
-
-
-def _dense_product_forward(inputs, kernel, precision):
-    return _dense_product(inputs, kernel, precision), (inputs, kernel)
-
-
-def _summed_to_type_of(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
-    """``cotangent`` summed over the mesh axes it varies over and ``primal`` does not (inside
-    ``shard_map``; elsewhere there are none), as autodiff's own transpose of the implicit
-    broadcast would."""
-    varying = jax.typeof(primal).manual_axis_type.varying
-    extra = tuple(a for a in jax.typeof(cotangent).manual_axis_type.varying if a not in varying)
-    return lax.psum(cotangent, extra) if extra else cotangent
-
-
-def _dense_product_backward(precision, residuals, cotangent):
-    inputs, kernel = residuals
-    leading = tuple(range(inputs.ndim - 1))
-    d_inputs = lax.dot_general(
-        cotangent, kernel, (((cotangent.ndim - 1,), (1,)), ((), ())), precision
-    )
-    d_kernel = lax.dot_general(inputs, cotangent, ((leading, leading), ((), ())), precision)
-    return _summed_to_type_of(d_inputs, inputs), _summed_to_type_of(d_kernel, kernel)
-
-
-_dense_product.defvjp(_dense_product_forward, _dense_product_backward)
+from samplepar.bnn.product import kernel_product
 
 
 def dense_dot_general(
@@ -66,7 +36,7 @@ def dense_dot_general(
         return lax.dot_general(
             lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type
         )
-    return _dense_product(lhs, rhs, precision)
+    return kernel_product(lhs, rhs, precision)
 
 
 # ``nn.Dense`` (same parameters) computing with :func:`dense_dot_general`.
