@@ -9,7 +9,7 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from samplepar.bnn.product import kernel_product
+from samplepar.bnn.product import _kernel_gradient_with, kernel_product
 from samplepar.mesh import make_mesh
 
 
@@ -79,3 +79,25 @@ def test_inside_shard_map_the_gradients_are_summed_as_autodiff_sums_them(w_shape
         return jax.jit(jax.value_and_grad(lambda x, w: loss(product, x, w), (0, 1)))(x, w)
 
     assert_close(value_and_gradients_of(kernel_product), value_and_gradients_of(reference))
+
+
+@pytest.mark.parametrize(
+    ("in_axes", "x_shape", "g_shape"),
+    [
+        ((None, 0), (6, 2, 7), (3, 6, 2, 5)),  # shared inputs
+        ((0, None), (3, 6, 2, 7), (6, 2, 5)),  # shared output gradient
+        ((0, 0), (3, 6, 2, 7), (3, 6, 2, 5)),  # both per sample, the inputs transposed
+        ((0, 0), (3, 40, 64), (3, 40, 2)),  # both per sample, the output gradient transposed
+    ],
+)
+def test_kernel_gradient_under_vmap_equals_the_contraction_of_each_sample(
+    in_axes, x_shape, g_shape
+):
+    x, g = draws(3, x_shape, g_shape)
+    got = jax.jit(jax.vmap(_kernel_gradient_with(None), in_axes))(x, g)
+    for s in range(3):
+        xs = x if in_axes[0] is None else x[s]
+        gs = g if in_axes[1] is None else g[s]
+        rows = tuple(range(xs.ndim - 1))
+        want = lax.dot_general(xs, gs, ((rows, rows), ((), ())))
+        np.testing.assert_allclose(got[s], want, rtol=1e-5, atol=1e-5)
