@@ -4,8 +4,9 @@ Inputs are ``[B, H, W, C]`` (or ``[B, H, W]``, one channel). Neither model keeps
 statistics: batch norm would make an example's likelihood depend on the other examples of its
 (sharded) batch and on the weight sample that last updated the statistics, breaking the exact,
 layout-independent objective. The ResNet uses GroupNorm, which normalises each example alone.
-Both convolve with :func:`patch_conv` unless given ``convolution="xla"``; the parameters are the
-same either way.
+Unless given ``convolution="xla"``, the ResNet convolves with :func:`patch_conv` and LeNet-5
+computes each convolution, ReLU and pooling as one block (:func:`conv_relu_pool`); the parameters
+are the same either way.
 """
 
 from __future__ import annotations
