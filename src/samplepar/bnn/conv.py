@@ -120,6 +120,7 @@ def _pads(size, kernel_size, strides, padding) -> tuple[tuple[int, int], tuple[i
 
 
 def _output_size(size, kernel_size, strides, padding) -> tuple[int, int]:
+    """``(H_out, W_out)`` of a convolution with ``padding`` as pairs."""
     return tuple(
         (n + lo + hi - k) // s + 1
         for n, k, s, (lo, hi) in zip(size, kernel_size, strides, padding, strict=True)
@@ -160,7 +161,7 @@ def conv_relu_pool(
     separate layers read it through a transpose. The bias is the matmul's last row (against a
     column of ones), so its sum stays in place too; the kernel's gradient is one contraction
     (:func:`~samplepar.bnn.product.kernel_product`). LeNet-5's vectorised step at S=16 took
-    111.7 ms with the separate layers and 80.3 ms with both blocks fused, on a 2-core CPU.
+    130.2 ms with the separate layers and 90.3 ms with both blocks fused, on a 2-core CPU.
 
     Same values and gradients up to float32 summation order (ReLU after the max equals the max
     after ReLU; the max's gradient is split evenly between tied maxima, as in
