@@ -50,13 +50,14 @@ def main(argv=None) -> dict:
     import jax
 
     from samplepar import compare, mcmc
+    from samplepar.svi_methods import SVI_METHODS
 
     if args.quick:
         args.products, args.periods, args.categories = [20], 10, 2
         args.svi_steps, args.draws, args.nuts_warmup, args.nuts_samples = 400, 200, 150, 100
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = tuple(args.methods) if args.methods else tuple(compare.SVI_METHODS)
+    methods = tuple(args.methods) if args.methods else tuple(SVI_METHODS)
     panels = []
     for num_products in args.products:
         config = compare.StudyConfig(

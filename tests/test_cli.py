@@ -50,7 +50,30 @@ def test_bad_layout_exits_2_and_writes_nothing(tmp_path, capsys):
     code = cli.main(["train", *TINY, "--layout", "sample=3", "--workdir", str(workdir)])
     assert code == 2
     assert "4 samples cannot be split over sample=3" in capsys.readouterr().err
-    assert not workdir.exists() or not any(workdir.iterdir())
+    assert not workdir.exists()
+
+
+def test_train_forecaster_on_a_csv_series(tmp_path, capsys):
+    hours = np.arange(400)
+    series = 10 + np.sin(2 * np.pi * hours / 24) + 0.1 * np.random.default_rng(0).normal(size=400)
+    pd.DataFrame({"hour": hours, "load": series}).to_csv(tmp_path / "load.csv", index=False)
+    options = ["path=load.csv", "value_column=load", "history=24", "horizon=3"]
+    argv = ["train", "--model", "forecaster", "--dataset", "series", "--data-dir", str(tmp_path)]
+    argv += [arg for option in options for arg in ("--data-option", option)]
+    argv += ["--samples", "4", "--batch-size", "32", "--epochs", "2", "--eval-samples", "4"]
+    argv += ["--layout", "sample=2,data=2"]
+    argv += ["--no-progress", "--no-report", "--workdir", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data_options"] == {
+        "path": "load.csv",
+        "value_column": "load",
+        "history": 24,
+        "horizon": 3,
+    }
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert len(metrics) == 2
+    assert np.isfinite(metrics[-1]["test_crps"])
 
 
 def test_demo_runs(tmp_path, capsys):
@@ -61,7 +84,7 @@ def test_demo_runs(tmp_path, capsys):
 
 
 def test_demand_simulate_then_fit(tmp_path, capsys):
-    data = tmp_path / "panel.parquet"
+    data = tmp_path / "panel.csv"
     args = ["demand", "simulate", "--products", "12", "--periods", "8", "--categories", "2"]
     assert cli.main([*args, "-o", str(data)]) == 0
     assert data.is_file() and data.with_suffix(".truth.npz").is_file()
@@ -71,7 +94,7 @@ def test_demand_simulate_then_fit(tmp_path, capsys):
     assert cli.main([*fit, "--workdir", str(workdir), "--no-progress"]) == 0
     assert (workdir / "posterior.nc").is_file()
     summary = json.loads(capsys.readouterr().out)
-    assert summary["observations"] == 96
+    assert summary["observations"] == 96 and summary["steps"] == 10
     assert 0.0 <= summary["truth"]["coverage_90"] <= 1.0  # the simulated truth sits beside it
     assert -1.0 <= summary["truth"]["elasticity_median_corr"] <= 1.0
 
@@ -123,6 +146,39 @@ def test_demand_fit_names_an_unknown_guide(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_demand_fit_refuses_bad_steps_before_writing(tmp_path, capsys, steps):
+    data = tmp_path / "panel.csv"
+    assert (
+        cli.main(["demand", "simulate", "--products", "4", "--periods", "3", "-o", str(data)]) == 0
+    )
+    fit = ["demand", "fit", str(data), "--steps", steps, "--workdir", str(tmp_path / "w")]
+    assert cli.main(fit) == 2
+    assert capsys.readouterr().err == (
+        f"samplepar: error: steps must be an integer >= 1, got {steps}\n"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_demand_simulate_refuses_another_suffix(tmp_path, capsys):
+    assert cli.main(["demand", "simulate", "-o", str(tmp_path / "panel.txt")]) == 2
+    assert capsys.readouterr().err == (
+        f"samplepar: error: {tmp_path / 'panel.txt'}: expected a .parquet or .csv file\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["fit", "compare"])
+def test_demand_help_lists_every_svi_method(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # argparse wraps help to the terminal's width
+    with pytest.raises(SystemExit):
+        cli.main(["demand", command, "--help"])
+    help_text = capsys.readouterr().out
+    assert "normal, lowrank, paired, normal-at-mean, lowrank-at-mean; default normal-at-mean" in (
+        help_text
+    )
+
+
 def test_demand_fit_refuses_a_bad_table(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("product,category,period,price,units\na,x,1,2.0,3\na,x,2,-1.0,4\n")
@@ -141,7 +197,12 @@ def test_demand_compare_writes_report_plot_and_nuts_run(tmp_path, capsys):
     assert report["nuts"]["num_transitions"] == 60 and report["nuts"]["max_rhat_elasticity"] > 0.9
     assert 0.0 <= report["methods"]["normal"]["coverage"] <= 1.0
     assert (out / "elasticities_8.png").stat().st_size > 0 and (out / "nuts_8.nc").is_file()
-    assert "max R-hat" in capsys.readouterr().out
+    nuts = report["nuts"]  # the note and the header state the same all-latents values
+    assert report["notes"]["nuts"].startswith(
+        f"over all latents max R-hat {nuts['max_rhat']:.3f}, min bulk ESS "
+        f"{nuts['min_ess_bulk']:.0f}; "
+    )
+    assert f"max R-hat {nuts['max_rhat']:.3f} and min bulk ESS" in capsys.readouterr().out
 
 
 def test_demand_compare_names_an_unknown_method(tmp_path, capsys):

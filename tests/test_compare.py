@@ -89,3 +89,19 @@ def test_tiny_svi_recovers_elasticities_and_plots(tmp_path):
     path = tmp_path / "elasticities.png"
     compare.plot([result, result], truth, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_header_states_rhat_and_ess_of_both_sets_of_latents():
+    """The header gives max R-hat and min bulk ESS over all latents and over the elasticities
+    (minima found, not thresholds); the methods' notes follow the table."""
+    nuts = {"num_chains": 4, "num_samples": 500, "num_divergences": 0, "max_rhat": 1.0123}
+    nuts |= {"min_ess_bulk": 10.2, "max_rhat_elasticity": 1.004, "min_ess_bulk_elasticity": 40.4}
+    report = {"num_products": 8, "num_periods": 6, "num_categories": 2, "interval": 0.9}
+    report |= {"nuts": nuts, "methods": {"nuts": {"coverage": 0.875}}}
+    report["notes"] = {"nuts": "over all latents max R-hat 1.012, min bulk ESS 10; 0 divergent"}
+    lines = compare.format_report(report).splitlines()
+    assert lines[1] == (
+        "NUTS: 4 chains x 500 draws, 0 divergences; max R-hat 1.012 and min bulk ESS 10 over all "
+        "latents, 1.004 and 40 over the product elasticities"
+    )
+    assert lines[-1] == "  nuts: over all latents max R-hat 1.012, min bulk ESS 10; 0 divergent"

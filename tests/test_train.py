@@ -89,6 +89,31 @@ def test_resume_ends_where_the_uninterrupted_run_ends(single_device_run, tmp_pat
     np.testing.assert_allclose(
         flat(resumed.state.params), flat(reference.state.params), rtol=1e-5, atol=1e-6
     )
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["seconds"] > records[0]["seconds"]  # counted on across the resumption
+
+
+def test_asking_for_fewer_epochs_than_done_says_so(single_device_run, capsys):
+    workdir, reference = single_device_run
+    result = train.train(train.TrainConfig(layout="none", **TINY), workdir)  # 2 done, 1 asked
+    assert "already holds 2 epochs, more than the 1 asked for" in capsys.readouterr().err
+    np.testing.assert_array_equal(flat(result.state.params), flat(reference.state.params))
+
+
+def test_a_run_stored_under_a_model_alias_resumes(tmp_path):
+    # Runs recorded before names were made canonical stored the model as typed ("lenet") and
+    # had no data_options setting.
+    old = {k: v for k, v in dataclasses.asdict(train.TrainConfig(model="lenet")).items()}
+    old = {k: v for k, v in old.items() if k not in (*train.RESUMABLE, "data_options")}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    now = train.TrainConfig(model="LeNet-5").identity()
+    assert now["model"] == "lenet5"
+    checkpoint.check_config(tmp_path, now, normalise=train.canonical_identity)
+    with pytest.raises(checkpoint.CheckpointError, match="model: stored 'lenet5' vs now 'mlp'"):
+        checkpoint.check_config(
+            tmp_path, train.TrainConfig(model="mlp").identity(), normalise=train.canonical_identity
+        )
 
 
 def test_workdir_of_another_configuration_is_refused(single_device_run):
@@ -106,6 +131,12 @@ def test_workdir_of_another_configuration_is_refused(single_device_run):
         ({"augment": "sometimes"}, "augment='sometimes' is unknown"),
         ({"objective": "kl"}, "unknown objective 'kl'"),
         ({"objective": "renyi", "alpha": 1.0}, "alpha must differ from 1"),
+        ({"progress": "no"}, "setting progress must be true or false, got 'no'"),
+        ({"samples": True}, "setting samples must be an integer >= 1, got True"),
+        ({"seed": -1}, "setting seed must be an integer >= 0, got -1"),
+        ({"layout": 5}, "setting layout must be a string, got 5"),
+        ({"data_options": "path=x.csv"}, "setting data_options must be a table"),
+        ({"model": "resnet9000"}, "unknown model 'resnet9000'; known models: mlp, lenet5 \\("),
     ],
 )
 def test_bad_settings_are_refused(settings, message):

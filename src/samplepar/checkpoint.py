@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +92,32 @@ def restore(directory, step: int, like: PyTree) -> PyTree:
     return state
 
 
-def check_config(workdir, config: dict, filename: str = "config.json") -> None:
+def check_config(
+    workdir,
+    config: dict,
+    *,
+    resumable: bool = True,
+    normalise: Callable[[dict], dict] | None = None,
+    filename: str = "config.json",
+) -> None:
     """Records ``config`` in ``workdir``, or raises if the workdir holds a different run.
 
-    Keys that may differ between a run and its resumption (e.g. the layout) are the caller's to
+    ``resumable`` says whether the workdir holds state to resume (a checkpoint). Without one, a
+    stored configuration is that of a run refused or stopped before its first checkpoint: it
+    is replaced, so that the corrected command can start. ``normalise`` maps the stored
+    configuration to ``config``'s spelling before they are compared (names with aliases). Keys
+    that may differ between a run and its resumption (e.g. the layout) are the caller's to
     leave out of ``config``.
     """
     path = Path(workdir) / filename
     canonical = json.loads(json.dumps(config, sort_keys=True))
-    if path.exists():
+    if path.exists() and resumable:
         try:
             stored = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+        if normalise is not None and isinstance(stored, dict):
+            stored = json.loads(json.dumps(normalise(stored), sort_keys=True))
         if stored != canonical:
             differing = sorted(
                 key for key in set(stored) | set(canonical) if stored.get(key) != canonical.get(key)

@@ -21,6 +21,8 @@ class CliError(Exception):
     """A bad argument or input, reported as one line and exit code 2."""
 
 
+HOST_DEVICE_FLAG = "xla_force_host_platform_device_count"
+DEFAULT_HOST_DEVICES = 8
 COMPILE_CACHE_MAX_BYTES = 2 * 2**30  # least recently used programs are evicted beyond this
 
 
@@ -60,11 +62,12 @@ def _configure_jax(args: argparse.Namespace) -> None:
     settings = compile_cache_settings(args.compile_cache, jax.config.jax_compilation_cache_dir)
     for name, value in settings.items():
         jax.config.update(name, value)
-    if args.host_devices:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={args.host_devices}".strip()
-        )
+    flags = os.environ.get("XLA_FLAGS", "")
+    host_devices = args.host_devices
+    if host_devices is None:  # the user's own XLA_FLAGS device count wins over the default
+        host_devices = 0 if HOST_DEVICE_FLAG in flags else DEFAULT_HOST_DEVICES
+    if host_devices:
+        os.environ["XLA_FLAGS"] = f"{flags} --{HOST_DEVICE_FLAG}={host_devices}".strip()
     from samplepar import distributed
 
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -77,10 +80,15 @@ def _train_config(args: argparse.Namespace):
     settings = {}
     if args.config:
         settings.update(_read_config_file(Path(args.config), fields))
-    for name in fields:
+    for name in fields - {"data_options"}:
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
+    if args.data_options:  # flags add to (and override) the config file's options
+        options = settings.get("data_options", {})
+        if not isinstance(options, dict):
+            raise CliError(f"setting data_options must be a table of dataset options: {options!r}")
+        settings["data_options"] = {**options, **dict(args.data_options)}
     try:
         return TrainConfig(**settings)
     except (TypeError, ValueError) as error:
@@ -90,6 +98,8 @@ def _train_config(args: argparse.Namespace):
 def _read_config_file(path: Path, fields: set[str]) -> dict:
     if not path.is_file():
         raise CliError(f"config file {path} does not exist")
+    if path.suffix not in (".json", ".toml"):
+        raise CliError(f"config file {path} must be .json or .toml, not {path.suffix or 'bare'}")
     text = path.read_text()
     try:
         if path.suffix == ".toml":
@@ -208,6 +218,9 @@ def cmd_demand_compare(args: argparse.Namespace) -> int:
 
 
 def _add_demand_commands(commands) -> None:
+    from samplepar.svi_methods import RECOMMENDED, SVI_METHODS
+
+    methods = ", ".join(SVI_METHODS)
     demand = commands.add_parser("demand", help="the price-elasticity demand model").add_subparsers(
         dest="demand_command", required=True
     )
@@ -216,7 +229,9 @@ def _add_demand_commands(commands) -> None:
     simulate.add_argument("--periods", type=int, default=156)
     simulate.add_argument("--categories", type=int, default=10)
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("-o", "--output", required=True, help="Parquet file to write")
+    simulate.add_argument(
+        "-o", "--output", required=True, help="file to write: .parquet or .csv (by its suffix)"
+    )
     simulate.set_defaults(handler=cmd_demand_simulate)
     fit = demand.add_parser("fit", help="fit the demand model by sharded SVI")
     fit.add_argument("data", help="Parquet or CSV: product, category, period, price, units")
@@ -234,9 +249,8 @@ def _add_demand_commands(commands) -> None:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument(
         "--guide",
-        default="normal-at-mean",
-        help="normal-at-mean (default, recommended), normal (as published), lowrank, paired, "
-        "lowrank-at-mean",
+        default=RECOMMENDED,
+        help=f"one of {methods}; default {RECOMMENDED} (recommended; normal is the published one)",
     )
     fit.add_argument("--no-progress", action="store_true")
     fit.set_defaults(handler=cmd_demand_fit)
@@ -250,8 +264,8 @@ def _add_demand_commands(commands) -> None:
     comp.add_argument(
         "--methods",
         nargs="+",
-        default=["normal-at-mean", "normal"],
-        help="SVI methods: normal, lowrank, paired, normal-at-mean (recommended)",
+        default=[RECOMMENDED, "normal"],
+        help=f"SVI methods, any of {methods}; default {RECOMMENDED} (recommended) and normal",
     )
     comp.add_argument("--svi-steps", type=int, default=3000)
     comp.add_argument("--svi-layout", help="mesh layout of the SVI fits (default: all on data)")
@@ -265,22 +279,57 @@ def _add_demand_commands(commands) -> None:
     comp.set_defaults(handler=cmd_demand_compare)
 
 
+def _data_option(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--data-option``; the value as JSON (numbers) or else a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from samplepar.bnn.registry import MODELS
+    from samplepar.data.augment import MODES
+    from samplepar.data.registry import LOADERS
+    from samplepar.objectives import OBJECTIVE_NAMES
     from samplepar.train import TrainConfig
 
+    choices = {
+        "model": ", ".join(MODELS) + " (lenet = lenet5)",
+        "dataset": ", ".join(LOADERS),
+        "objective": ", ".join(OBJECTIVE_NAMES),
+        "augment": ", ".join(("none", *MODES)),
+    }
     defaults = TrainConfig()
     parser.add_argument("--config", help="JSON or TOML file of settings (flags override it)")
     parser.add_argument("--workdir", default="runs/train", help="checkpoints, metrics, report")
     for field in dataclasses.fields(TrainConfig):
-        if field.name in ("progress", "report"):
+        if field.name in ("progress", "report", "data_options"):
             continue
         kind = type(getattr(defaults, field.name))
         kind = int if field.name == "samples_per_pass" else kind
         kind = str if field.name == "data_dir" else kind
-        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        described = f"one of {choices[field.name]}; " if field.name in choices else ""
         parser.add_argument(
-            flag, dest=field.name, type=kind, default=None, help=f"default {field.default!r}"
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=kind,
+            default=None,
+            help=f"{described}default {default!r}",
         )
+    parser.add_argument(
+        "--data-option",
+        dest="data_options",
+        type=_data_option,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a dataset option, repeatable: e.g. for --dataset series, path=sales.csv, "
+        "value_column=units, history=24, horizon=4",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     parser.add_argument(
         "--no-report",
@@ -291,14 +340,25 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _global_parser() -> argparse.ArgumentParser:
     """Options read before jax is imported (they configure it)."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument(
         "--host-devices",
-        type=int,
-        default=int(os.environ.get("SAMPLEPAR_HOST_DEVICES", "8")),
-        help="virtual CPU devices when running on the CPU (default 8; 0 leaves XLA's default)",
+        type=_non_negative_int,
+        default=os.environ.get("SAMPLEPAR_HOST_DEVICES"),
+        help=f"virtual CPU devices when running on the CPU (default $SAMPLEPAR_HOST_DEVICES, "
+        f"else the count in $XLA_FLAGS, else {DEFAULT_HOST_DEVICES}; 0 leaves XLA's default)",
     )
     parser.add_argument(
         "--compile-cache",
@@ -339,7 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--samples", type=int, help="posterior samples (default: the run's)")
     predict.set_defaults(handler=cmd_predict)
     _add_demand_commands(commands)
+    _refuse_abbreviations(parser)
     return parser
+
+
+def _refuse_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Turns off argparse's prefix matching in ``parser`` and its sub-commands: ``--lr`` would
+    otherwise silently mean ``--lr-decay``."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _refuse_abbreviations(subparser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,10 @@ the model with the product effect moved to the product's mean log price, see
 :func:`table` compares them; :func:`plot` draws estimated against true elasticities, and
 :func:`write_study` does all of it and writes the results (``samplepar demand compare``).
 
-SVI methods (:data:`SVI_METHODS`): ``normal`` (mean-field, the article's), ``lowrank``,
-``paired`` (effect and elasticity joint per product) and ``normal-at-mean`` (mean-field on the
-model whose product effect sits at the mean log price: same posterior, decorrelated latents).
+SVI methods (:data:`samplepar.svi_methods.SVI_METHODS`): ``normal`` (mean-field, the
+article's), ``lowrank``, ``paired`` (effect and elasticity joint per product),
+``normal-at-mean`` (mean-field on the model whose product effect sits at the mean log price:
+same posterior, decorrelated latents) and ``lowrank-at-mean``.
 
 Why mean-field intervals miss: log price sits around 1.5 and varies little within a product
 (occasional discounts), so a product's effect and elasticity are almost perfectly
@@ -18,11 +19,11 @@ anti-correlated a posteriori. A factorised guide cannot represent that ridge: it
 variance shrinks by about ``1 - rho**2`` and its optimisation crawls along the ridge, so the
 means are off as well. Moving the effect to the product's mean log price removes the
 correlation without changing the posterior, and mean-field is then nearly right; that is the
-recommended default (:data:`RECOMMENDED`). With ``samplepar demand compare`` (52 periods,
-3,000 SVI steps, NUTS 4 chains x 1,000 draws), the 90% intervals cover, of the true
-elasticities: on 200 products 0.855 (normal-at-mean), 0.92 (lowrank-at-mean), 0.875 (NUTS); on
-1,000 products 0.52 (normal, the article's guide), 0.91 (normal-at-mean), 0.92
-(lowrank-at-mean), 0.89 (NUTS).
+recommended default (:data:`samplepar.svi_methods.RECOMMENDED`). With ``samplepar demand
+compare`` (52 periods, 3,000 SVI steps, NUTS 4 chains x 1,000 draws), the 90% intervals
+cover, of the true elasticities: on 200 products 0.855 (normal-at-mean), 0.92
+(lowrank-at-mean), 0.875 (NUTS); on 1,000 products 0.52 (normal, the article's guide), 0.91
+(normal-at-mean), 0.92 (lowrank-at-mean), 0.89 (NUTS).
 """
 
 from __future__ import annotations
@@ -41,16 +42,9 @@ import pandas as pd
 from samplepar import guides, mcmc, svi
 from samplepar.mesh import make_mesh
 from samplepar.models import demand, demand_data
+from samplepar.svi_methods import SVI_METHODS
 
-SVI_METHODS = {
-    "normal": ("normal", False),
-    "lowrank": ("lowrank", False),
-    "paired": ("paired", False),
-    "normal-at-mean": ("normal", True),
-    "lowrank-at-mean": ("lowrank", True),
-}
 ELASTICITY = "product_elasticity"
-RECOMMENDED = "normal-at-mean"
 
 
 class StudyConfig(NamedTuple):
@@ -208,8 +202,9 @@ def run_nuts(
     summary = mcmc.summarize(idata)
     draws = np.asarray(idata.posterior[ELASTICITY]).reshape(-1, config.num_products)
     notes = (
-        f"R-hat max {summary.max_rhat:.3f}, bulk ESS min {summary.min_ess_bulk:.0f}, "
-        f"{summary.num_divergences} divergent of {summary.num_transitions}"
+        f"over all latents max R-hat {summary.max_rhat:.3f}, min bulk ESS "
+        f"{summary.min_ess_bulk:.0f}; {summary.num_divergences} divergent of "
+        f"{summary.num_transitions}"
     )
     truth = panel.truth.product_elasticity
     result = summarize_draws(
@@ -340,9 +335,9 @@ def format_report(report: dict) -> str:
         f"{report['num_products']} products x {report['num_periods']} periods, "
         f"{report['num_categories']} categories; {report['interval']:.0%} intervals",
         f"NUTS: {nuts['num_chains']} chains x {nuts['num_samples']} draws, "
-        f"{nuts['num_divergences']} divergences; max R-hat {nuts['max_rhat']:.3f} over all "
-        f"latents, {nuts['max_rhat_elasticity']:.3f} over the product elasticities (bulk ESS "
-        f">= {nuts['min_ess_bulk_elasticity']:.0f})",
+        f"{nuts['num_divergences']} divergences; max R-hat {nuts['max_rhat']:.3f} and min bulk "
+        f"ESS {nuts['min_ess_bulk']:.0f} over all latents, {nuts['max_rhat_elasticity']:.3f} and "
+        f"{nuts['min_ess_bulk_elasticity']:.0f} over the product elasticities",
         rows.to_string(float_format=lambda v: f"{v:.3f}"),
     ]
     lines += [f"  {method}: {note}" for method, note in report["notes"].items()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 
 import jax
@@ -32,10 +33,13 @@ from samplepar.models.demand import (
     slot_mean_log_price,
 )
 from samplepar.progress import status
+from samplepar.svi_methods import RECOMMENDED, SVI_METHODS
 
 
 def simulate_to_file(path, products: int, periods: int, categories: int, seed: int) -> dict:
-    """Writes a simulated panel (Parquet or CSV) with its true parameters beside it."""
+    """Writes a simulated panel (Parquet or CSV, by the suffix of ``path``) with its true
+    parameters beside it (:func:`samplepar.models.demand_data.save`)."""
+    demand_data.check_table_path(path)  # before the simulation, which may take a while
     if min(products, periods, categories) < 1:
         raise ValueError("products, periods and categories must each be >= 1")
     table, truth = demand_data.simulate(seed, products, periods, categories)
@@ -50,6 +54,41 @@ def checkpoint_interval(steps: int) -> int:
     return every - every % svi.STEPS_PER_CALL if every >= svi.STEPS_PER_CALL else every
 
 
+def check_fit_settings(
+    *,
+    layout: str,
+    particles: int,
+    steps: int,
+    alpha: float,
+    batch_size: int | None,
+    draws: int,
+    guide: str,
+) -> tuple[mesh.Layout, objectives.RenyiELBO]:
+    """The fit's layout and objective, or ``ValueError`` naming the first bad setting.
+
+    Run before anything is written, so that a refused fit leaves nothing behind.
+    """
+    if guide not in SVI_METHODS:
+        raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(SVI_METHODS)}")
+    counts = {"steps": steps, "particles": particles, "draws": draws}
+    if batch_size is not None:
+        counts["batch_size"] = batch_size
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if batch_size is not None and SVI_METHODS[guide][0] != "normal":
+        raise ValueError(
+            f"guide {guide!r} couples the products of different blocks; mini-batches "
+            "(batch_size) need a mean-field guide: normal or normal-at-mean"
+        )
+    objective = objectives.RenyiELBO(alpha)
+    layout_ = mesh.parse_layout(layout)
+    mesh.check_num_samples(particles, layout_, "particles")
+    if batch_size is not None:
+        mesh.check_batch_size(batch_size, layout_)
+    return layout_, objective
+
+
 def fit_file(
     path,
     workdir,
@@ -61,30 +100,40 @@ def fit_file(
     batch_size: int | None = None,
     seed: int = 0,
     draws: int = 500,
-    guide: str = compare.RECOMMENDED,
+    guide: str = RECOMMENDED,
     progress: bool = True,
 ) -> dict:
     """Fits the demand model to the table at ``path``; results and checkpoints in ``workdir``.
 
-    ``guide`` is one of :data:`samplepar.compare.SVI_METHODS`. A workdir holding a fit of other
-    data or settings is refused rather than resumed.
+    ``guide`` is one of :data:`samplepar.svi_methods.SVI_METHODS`. Settings and table are checked
+    before the workdir is touched. A workdir holding checkpoints of other data or settings is
+    refused rather than resumed; one holding more steps than ``steps`` gives that longer fit
+    (the summary's ``steps`` are those of the returned state).
     """
-    if guide not in compare.SVI_METHODS:
-        raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(compare.SVI_METHODS)}")
-    guide_name, at_mean = compare.SVI_METHODS[guide]
-    if batch_size is not None and guide_name != "normal":
-        raise ValueError(
-            f"guide {guide!r} couples the products of different blocks; mini-batches "
-            "(batch_size) need a mean-field guide: normal or normal-at-mean"
-        )
+    layout_, objective = check_fit_settings(
+        layout=layout,
+        particles=particles,
+        steps=steps,
+        alpha=alpha,
+        batch_size=batch_size,
+        draws=draws,
+        guide=guide,
+    )
+    guide_name, at_mean = SVI_METHODS[guide]
     table, truth = demand_data.load(path)
     obs = demand_data.observations(table)
     workdir = preflight.check_workdir(workdir)
     fingerprint = hashlib.sha256(pd.util.hash_pandas_object(table, index=False).values).hexdigest()
     run_identity = {"data_sha256": fingerprint, "particles": particles, "alpha": alpha}
     run_identity |= {"batch_size": batch_size, "seed": seed, "guide": guide}
-    checkpoint.check_config(workdir, run_identity)
-    mesh_ = mesh.make_mesh(layout)
+    done = checkpoint.latest_step(workdir / "checkpoints")
+    checkpoint.check_config(workdir, run_identity, resumable=done is not None)
+    if done is not None and done > steps:
+        status(
+            f"workdir {workdir} already holds a fit of {done} steps, more than the {steps} "
+            "asked: that fit is reported (use another --workdir for a shorter one)"
+        )
+    mesh_ = mesh.make_mesh(layout_)
     blocks = demand_data.panel(obs, num_shards=mesh.layout_of(mesh_).data)
     key = jax.random.key(seed)
     if batch_size is None:
@@ -109,7 +158,7 @@ def fit_file(
         model_kwargs=kwargs,
         data_plate="rows",
         mesh=mesh_,
-        objective=objectives.RenyiELBO(alpha),
+        objective=objective,
         num_particles=particles,
         batch_size=batch_size,
         rows_argument=None if batch_size is None else BLOCK_INDEX,
@@ -131,7 +180,7 @@ def fit_file(
     elasticity = posterior.get("product_elasticity")
     summary = {
         "observations": len(table),
-        "steps": steps,
+        "steps": int(result.state.step),
         "final_loss": float(result.losses[-1]),
         "posterior": str(workdir / "posterior.nc"),
     }

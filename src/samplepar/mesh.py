@@ -51,7 +51,11 @@ def parse_layout(text: str | Layout | None, num_devices: int | None = None) -> L
         layout = text
     else:
         num_devices = jax.device_count() if num_devices is None else num_devices
-        spec = (text or "none").strip().lower().replace(" ", "")
+        spec = ("none" if text is None else text).strip().lower().replace(" ", "")
+        if not spec:
+            raise LayoutError(
+                "layout is empty; give e.g. 'sample=4,data=2', 'sample', 'data' or 'none'"
+            )
         if spec in ("none", "1", "single"):
             return Layout(1, 1)
         sizes: dict[str, int] = {}
@@ -86,7 +90,7 @@ def parse_layout(text: str | Layout | None, num_devices: int | None = None) -> L
     if num_devices is not None and layout.size > num_devices:
         raise LayoutError(
             f"layout {layout} needs {layout.size} devices but {num_devices} are present; "
-            f"layouts must use a divisor of {num_devices}: sizes {_divisors(num_devices)}"
+            f"the product of its sizes may be at most {num_devices}"
         )
     return layout
 
@@ -133,12 +137,14 @@ def layout_of(mesh: Mesh) -> Layout:
     return Layout(mesh.shape[SAMPLE], mesh.shape[DATA])
 
 
-def check_num_samples(num_samples: int, layout: Layout) -> None:
-    """Raises unless ``num_samples`` splits evenly over the sample axis."""
+def check_num_samples(num_samples: int, layout: Layout, setting: str | None = None) -> None:
+    """Raises unless ``num_samples`` splits evenly over the sample axis; the message starts
+    with ``setting`` (the option that set the count) when given."""
     if num_samples < 1 or num_samples % layout.sample:
         fits = [k for k in _divisors(max(num_samples, 1)) if k <= 64]
+        named = f"{setting}: " if setting else ""
         raise LayoutError(
-            f"{num_samples} samples cannot be split over sample={layout.sample} devices; "
+            f"{named}{num_samples} samples cannot be split over sample={layout.sample} devices; "
             f"the sample axis size must divide the sample count: sizes {fits} would work, "
             f"or use a multiple of {layout.sample} samples"
         )

@@ -1,8 +1,10 @@
 """Checks on a run's working directory, made before anything expensive starts.
 
 A run that cannot write its checkpoints should fail in its first second, not after an hour of
-training: ``check_workdir`` creates the directory, writes and fsyncs a probe file, removes it, and
-compares the free space with what the checkpoints will need.
+training: ``check_workdir`` writes and fsyncs a probe file in the directory (in its nearest
+existing parent when it does not exist yet), removes it, and compares the free space with what
+the checkpoints will need. It creates nothing: a run refused for its settings or data leaves
+no empty workdir behind; the run creates it when it records its configuration.
 """
 
 from __future__ import annotations
@@ -33,41 +35,50 @@ def checkpoint_bytes(tree, kept: int = 2) -> int:
 
 
 def check_workdir(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:
-    """Makes sure ``path`` is a writable directory with ``min_free_bytes`` free; returns it.
+    """Makes sure ``path`` is, or can be created as, a writable directory with
+    ``min_free_bytes`` free; returns it.
 
-    Raises WorkdirError naming the path and the problem. Leaves nothing behind but the
-    directory itself (which it creates when missing).
+    Raises WorkdirError naming the path and the problem. Leaves nothing behind.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise WorkdirError(f"workdir {path} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
         raise WorkdirError(
-            f"workdir {path} cannot be created ({error.strerror or error}); "
+            f"workdir {path} cannot be created ({existing} is not a directory); "
             "choose a --workdir on a writable file system"
-        ) from error
-    probe = path / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        )
+    probe = existing / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     try:
         with open(probe, "wb") as handle:
             handle.write(b"samplepar workdir probe\n")
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
+        problem = "is not writable" if existing == path else "cannot be created"
         raise WorkdirError(
-            f"workdir {path} is not writable ({error.strerror or error}); "
+            f"workdir {path} {problem} ({error.strerror or error}); "
             "choose a --workdir on a writable file system"
         ) from error
     finally:
         probe.unlink(missing_ok=True)
-    return check_free_space(path, min_free_bytes)
+    check_free_space(existing, min_free_bytes)
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (the file system it will be created on)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def check_free_space(path: str | os.PathLike, min_free_bytes: int) -> Path:
     """Raises WorkdirError when the file system of ``path`` has less than ``min_free_bytes``."""
     path = Path(path)
-    free = shutil.disk_usage(path).free
+    free = shutil.disk_usage(_nearest_existing(path)).free
     if free < min_free_bytes:
         raise WorkdirError(
             f"workdir {path} has {_size(free)} free but the checkpoints need about "

@@ -24,10 +24,12 @@ from samplepar import checkpoint, engine, mesh, objectives, preflight, progress
 from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
 from samplepar.bnn.predictive import sample_outputs
+from samplepar.bnn.registry import model_name
 from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
 from samplepar.data.augment import MODES as AUGMENT_MODES
 from samplepar.data.augment import batch_augmenter
 from samplepar.data.loader import LoaderState
+from samplepar.data.registry import dataset_name
 from samplepar.metrics import ClassificationStats, RegressionStats
 
 # Settings that may change between a run and its resumption.
@@ -48,6 +50,7 @@ class TrainConfig:
     model: str = "lenet"
     dataset: str = "digits"
     data_dir: str | None = None
+    data_options: dict = dataclasses.field(default_factory=dict)
     samples: int = 16
     layout: str = "sample"
     batch_size: int = 128
@@ -68,26 +71,55 @@ class TrainConfig:
     report: bool = True
 
     def __post_init__(self):
-        for name in ("samples", "batch_size", "epochs", "eval_samples", "eval_batch_size"):
+        for name in ("model", "dataset", "layout", "objective", "augment"):
+            _check_type(name, getattr(self, name), str, "a string")
+        _check_type("data_dir", self.data_dir, str | None, "a string (a directory)")
+        _check_type("data_options", self.data_options, dict, "a table of dataset options")
+        for name in ("progress", "report"):
+            _check_type(name, getattr(self, name), bool, "true or false")
+        counts = ("samples", "batch_size", "epochs", "eval_samples", "eval_batch_size")
+        for name in (*counts, "augment_groups"):
+            _check_integer(name, getattr(self, name), minimum=1)
+        if self.samples_per_pass is not None:
+            _check_integer("samples_per_pass", self.samples_per_pass, minimum=1)
+        _check_integer("seed", self.seed, minimum=0)
+        for name in ("learning_rate", "init_scale", "prior_scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"setting {name} must be an integer >= 1, got {value!r}")
-        rate = self.learning_rate
-        if not (_is_number(rate) and math.isfinite(rate) and rate > 0):
-            raise ValueError(f"setting learning_rate must be a positive number, got {rate!r}")
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"setting {name} must be a positive number, got {value!r}")
         decay = self.lr_decay
         if not (_is_number(decay) and 0 < decay <= 1):
             raise ValueError(f"setting lr_decay (per epoch) must lie in (0, 1], got {decay!r}")
+        _check_type("alpha", self.alpha, int | float, "a number")
         if self.augment not in ("none", *AUGMENT_MODES):
             raise ValueError(
                 f"setting augment={self.augment!r} is unknown; choose none, "
                 + ", ".join(AUGMENT_MODES)
             )
         objectives.get_objective(self.objective, self.alpha)
+        model_likelihood(self.model)  # an unknown model or dataset is named at once
+        dataset_name(self.dataset)
+        mesh.parse_layout(self.layout)
 
     def identity(self) -> dict:
-        """The settings that define the run (a resumed run must match them)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE}
+        """The settings that define the run (a resumed run must match them), with the model's
+        and the dataset's names as their registries spell them (``lenet`` is ``lenet5``)."""
+        return canonical_identity(dataclasses.asdict(self))
+
+
+def canonical_identity(settings: dict) -> dict:
+    """``settings`` without the resumable ones, model and dataset names canonical; applied to
+    stored configurations too, so that a run started as ``--model lenet`` resumes as ``lenet5``.
+    """
+    identity = {k: v for k, v in settings.items() if k not in RESUMABLE}
+    if not identity.get("data_options"):  # runs from before the setting existed had none
+        identity.pop("data_options", None)
+    for key, canonical in (("model", model_name), ("dataset", dataset_name)):
+        try:
+            identity[key] = canonical(identity[key])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # a stored setting this version does not know stays as written, and differs
+    return identity
 
 
 def demo_config(layout: str, epochs: int = 30) -> TrainConfig:
@@ -101,6 +133,18 @@ def demo_config(layout: str, epochs: int = 30) -> TrainConfig:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_type(name: str, value, kind, described: str) -> None:
+    """Raises ValueError naming setting ``name`` unless ``value`` is a ``kind`` (a boolean is
+    no number here, though Python counts it as an int)."""
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"setting {name} must be {described}, got {value!r}")
+
+
+def _check_integer(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int) and value >= minimum):
+        raise ValueError(f"setting {name} must be an integer >= {minimum}, got {value!r}")
 
 
 class TrainingDiverged(RuntimeError):
@@ -159,10 +203,10 @@ def _make_evaluate(bayesian, mesh_, num_samples: int, likelihood: str, per_pass:
 def build(config: TrainConfig) -> Run:
     """Data, model, mesh, compiled step and evaluation, and the initial state."""
     layout = mesh.parse_layout(config.layout)
-    mesh.check_num_samples(config.samples, layout)
-    mesh.check_num_samples(config.eval_samples, layout)
+    mesh.check_num_samples(config.samples, layout, "samples")
+    mesh.check_num_samples(config.eval_samples, layout, "eval_samples")
     mesh.check_batch_size(config.batch_size, layout)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir, **config.data_options)
     likelihood = model_likelihood(config.model)
     if (likelihood == "categorical") != (dataset.num_classes > 0):
         raise ValueError(
@@ -258,18 +302,25 @@ def _drop_records_after(path: Path, step: int) -> None:
 
 
 def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
-    """Trains (or resumes) the run in ``workdir``; returns the final state and test metrics."""
+    """Trains (or resumes) the run in ``workdir``; returns the final state and test metrics.
+
+    The workdir is checked first (it must be writable); settings, data and model are checked
+    before anything is written there.
+    """
     workdir = preflight.check_workdir(workdir)
     run = build(config)
-    checkpoint.check_config(workdir, config.identity())
     preflight.check_free_space(workdir, preflight.checkpoint_bytes(run.state))
     ckpt_dir = workdir / "checkpoints"
-    state, loader, step = run.state, LoaderState(), 0
     latest = checkpoint.latest_step(ckpt_dir)
+    checkpoint.check_config(
+        workdir, config.identity(), resumable=latest is not None, normalise=canonical_identity
+    )
+    state, loader, step, seconds_before = run.state, LoaderState(), 0, 0.0
     if latest is not None:
         state = checkpoint.restore(ckpt_dir, latest, run.state)
         meta = checkpoint.restore_meta(ckpt_dir, latest)
         loader, step = LoaderState(*meta["loader"]), int(meta["step"])
+        seconds_before = float(meta.get("seconds", 0.0))
     total = config.epochs * run.steps_per_epoch
     n_train = len(run.dataset.x_train)
     metrics_path = workdir / "metrics.jsonl"
@@ -278,16 +329,25 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
     smoothed, epoch_losses, test, test_stats = progress.Smoothed(), [], {}, None
     started = epoch_started = time.perf_counter()
     pending = None
+    if step > total:
+        progress.status(
+            f"{workdir} already holds {step / run.steps_per_epoch:g} epochs, more than the "
+            f"{config.epochs} asked for: evaluating that state, not training"
+        )
     while step < total:
         key, global_batch, next_loader = step_inputs(run, config, loader, step)
         new_state, info = run.step(key, state, global_batch)
         loss = float(info.loss) / n_train
         if not math.isfinite(loss):
             bar.close()
+            kept = (
+                f"the last good checkpoint is kept in {ckpt_dir}"
+                if checkpoint.latest_step(ckpt_dir) is not None
+                else "no checkpoint was written yet"
+            )
             raise TrainingDiverged(
-                f"loss became {loss} at step {step + 1}; the last good checkpoint is kept in "
-                f"{ckpt_dir}. Hint: lower learning_rate (now {config.learning_rate}) or "
-                "init_scale, or check the inputs for NaN"
+                f"loss became {loss} at step {step + 1}; {kept}. Hint: lower learning_rate "
+                f"(now {config.learning_rate}) or init_scale, or check the inputs for NaN"
             )
         state, loader, step = new_state, next_loader, step + 1
         smoothed = smoothed.update(loss)
@@ -304,13 +364,14 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
                 "epoch": step / run.steps_per_epoch,
                 "step": step,
                 "train_loss": float(np.mean(epoch_losses)),
-                "seconds": time.perf_counter() - started,
+                "seconds": seconds_before + time.perf_counter() - started,
                 "steps_per_second": len(epoch_losses) / train_seconds,
                 **{f"test_{k}": v for k, v in metrics.items()},
             }
             _write_jsonl(metrics_path, pending)
             epoch_losses = []
-            checkpoint.save(ckpt_dir, step, state, {"loader": list(loader), "step": step})
+            meta = {"loader": list(loader), "step": step, "seconds": pending["seconds"]}
+            checkpoint.save(ckpt_dir, step, state, meta)
             epoch_started = time.perf_counter()
     bar.close()
     if pending is None:  # resumed at the end: nothing trained, evaluate the stored state

@@ -6,6 +6,7 @@ data loader. The table of cases is docs/troubleshooting.md.
 """
 
 import gzip
+import json
 import re
 import struct
 from pathlib import Path
@@ -70,6 +71,30 @@ CASES = {
         lambda d: _config(d, '{"learning_rate": "fast"}'),
         r"setting learning_rate must be a positive number, got 'fast'",
     ),
+    "config: wrong type (text for the seed)": (
+        lambda d: _config(d, '{"seed": "1"}'),
+        r"setting seed must be an integer >= 0, got '1'",
+    ),
+    "config: wrong type (fraction for the seed)": (
+        lambda d: _config(d, "seed = 1.5", ".toml"),
+        r"setting seed must be an integer >= 0, got 1\.5",
+    ),
+    "config: wrong type (number for the objective)": (
+        lambda d: _config(d, '{"objective": 3}'),
+        r"setting objective must be a string, got 3",
+    ),
+    "config: wrong type (text for alpha)": (
+        lambda d: _config(d, '{"alpha": "x"}'),
+        r"setting alpha must be a number, got 'x'",
+    ),
+    "config: wrong type (number for the data dir)": (
+        lambda d: _config(d, '{"data_dir": 5}'),
+        r"setting data_dir must be a string \(a directory\), got 5",
+    ),
+    "config: unsupported format": (
+        lambda d: _config(d, "samples: 2", ".yaml"),
+        r"settings\.yaml must be \.json or \.toml, not \.yaml",
+    ),
     "config: not a table": (lambda d: _config(d, "[1, 2]"), r"must hold a table of settings"),
     "config: file missing": (
         lambda d: ["--config", str(d / "nowhere.toml")],
@@ -83,9 +108,30 @@ CASES = {
         lambda d: ["--layout", "sample=two"],
         r"size of 'sample' must be a positive integer, got 'two'",
     ),
+    "args: empty layout": (lambda d: ["--layout", ""], r"layout is empty"),
     "args: samples not divisible by the sample axis": (
         lambda d: ["--samples", "3"],
-        r"3 samples cannot be split over sample=2 devices",
+        r"samples: 3 samples cannot be split over sample=2 devices",
+    ),
+    "args: evaluation samples not divisible by the sample axis": (
+        lambda d: ["--eval-samples", "3"],
+        r"eval_samples: 3 samples cannot be split over sample=2 devices",
+    ),
+    "args: no samples per pass": (
+        lambda d: ["--samples-per-pass", "0"],
+        r"setting samples_per_pass must be an integer >= 1, got 0",
+    ),
+    "args: no augmentation groups": (
+        lambda d: ["--augment-groups", "0"],
+        r"setting augment_groups must be an integer >= 1, got 0",
+    ),
+    "args: negative initial scale": (
+        lambda d: ["--init-scale", "-1"],
+        r"setting init_scale must be a positive number, got -1\.0",
+    ),
+    "args: zero prior scale": (
+        lambda d: ["--prior-scale", "0"],
+        r"setting prior_scale must be a positive number, got 0\.0",
     ),
     "args: negative epochs": (
         lambda d: ["--epochs", "-1"],
@@ -114,7 +160,11 @@ CASES = {
     ),
     "data: file-based dataset without data dir": (
         lambda d: ["--dataset", "mnist"],
-        r"dataset 'mnist' reads local files: pass data_dir",
+        r"dataset 'mnist' reads local files: pass data_dir \(--data-dir\)",
+    ),
+    "data: series without its CSV file": (
+        lambda d: ["--dataset", "series", "--model", "forecaster"],
+        r"dataset 'series' needs the option path=<CSV file> \(command line: --data-option",
     ),
     "data: missing data dir": (
         lambda d: ["--dataset", "mnist", "--data-dir", str(d / "no-such-dir")],
@@ -164,24 +214,36 @@ def test_malformed_input_is_refused(case, tmp_path, capsys):
     assert err.startswith("samplepar: error: "), err
     assert len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
-    assert _files(workdir) == []
+    assert not workdir.exists()  # nothing written, not even an empty workdir
 
 
-def test_unparsable_number_is_an_argument_error(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--samples", "x"], "--samples: invalid int value: 'x'"),
+        (["train", "--data-option", "path"], "--data-option: expected NAME=VALUE, got 'path'"),
+        # argparse would take --lr for --lr-decay, the learning rate's decay, silently
+        (["train", "--lr", "0.5"], "unrecognized arguments: --lr 0.5"),
+        (["--host-devices", "-2", "train"], "--host-devices: expected an integer >= 0, got '-2'"),
+    ],
+)
+def test_malformed_argument_is_an_argument_error(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["--host-devices", "0", "train", "--workdir", str(tmp_path), "--samples", "x"])
+        cli.main([*argv, "--workdir", str(tmp_path / "run")])
     assert info.value.code == cli.EXIT_BAD_INPUT
-    assert "--samples: invalid int value: 'x'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_workdir_of_another_configuration_is_refused(tmp_path, capsys):
     workdir = tmp_path / "run"
     other = train.TrainConfig(**{**TINY, "model": "lenet"})
     checkpoint.check_config(workdir, other.identity())
+    checkpoint.save(workdir / "checkpoints", 1, {"w": np.zeros(2)}, {"step": 1})
     before = {p: p.read_bytes() for p in _files(workdir)}
     code, err = _main(["--workdir", str(workdir), *flags()], capsys)
     assert code == cli.EXIT_BAD_INPUT
-    assert "holds a run with a different configuration (model: stored 'lenet' vs now 'mlp')" in err
+    assert "holds a run with a different configuration (model: stored 'lenet5' vs now 'mlp')" in err
     assert {p: p.read_bytes() for p in _files(workdir)} == before
 
 
@@ -206,3 +268,14 @@ def test_case_table_is_documented():
     table = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text()
     for case in CASES:
         assert f"| {case} |" in table, case
+
+
+def test_configuration_of_a_run_without_checkpoints_is_replaced(tmp_path, capsys):
+    # A run refused or stopped before its first checkpoint left only its config.json: the
+    # corrected command starts instead of being refused for the difference.
+    workdir = tmp_path / "run"
+    checkpoint.check_config(workdir, train.TrainConfig(**{**TINY, "seed": 5}).identity())
+    code, err = _main(["--workdir", str(workdir), *flags(epochs=1)], capsys)
+    assert code == 0, err
+    stored = json.loads((workdir / "config.json").read_text())
+    assert stored == train.TrainConfig(**{**TINY, "epochs": 1}).identity()

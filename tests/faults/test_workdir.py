@@ -9,10 +9,12 @@ import pytest
 from samplepar import cli, preflight, train
 
 
-def test_writable_workdir_is_created_and_left_clean(tmp_path):
+def test_writable_workdir_is_checked_without_creating_anything(tmp_path):
     workdir = tmp_path / "a" / "b"
     assert preflight.check_workdir(workdir, min_free_bytes=1) == workdir
-    assert workdir.is_dir()
+    assert list(tmp_path.iterdir()) == []
+    workdir.mkdir(parents=True)
+    assert preflight.check_workdir(workdir, min_free_bytes=1) == workdir
     assert list(workdir.iterdir()) == []
 
 

@@ -46,12 +46,21 @@ def _broken(table, **changes):
     [
         (
             {"price": ([2, 7], np.nan)},
-            r"column 'price' is missing a value in rows 2, 7 \(2 in all\)",
+            r"column 'price' is missing a value in data rows 2, 7 \(0-based; 2 in all\)",
         ),
-        ({"product": ([4], None)}, r"column 'product' is missing a value in row 4 \(1 in all\)"),
-        ({"price": ([1, 3, 5], 0.0)}, r"price must be positive and finite; .* rows 1, 3, 5 \(3"),
-        ({"price": ([9], -1.0)}, r"price must be positive .* row 9 \(1 in all\)"),
-        ({"units": ([0, 11], -2)}, r"units must be >= 0; negative in rows 0, 11 \(2 in all\)"),
+        (
+            {"product": ([4], None)},
+            r"column 'product' is missing a value in data row 4 \(0-based; 1 in all\)",
+        ),
+        (
+            {"price": ([1, 3, 5], 0.0)},
+            r"price must be positive and finite; it is not in data rows 1, 3, 5 \(0-based; 3",
+        ),
+        ({"price": ([9], -1.0)}, r"price must be positive .* data row 9 \(0-based; 1 in all\)"),
+        (
+            {"units": ([0, 11], -2)},
+            r"units must be >= 0; negative in data rows 0, 11 \(0-based; 2 in all\)",
+        ),
     ],
 )
 def test_bad_values_name_their_rows(table, change, message):
@@ -63,7 +72,8 @@ def test_non_integer_units(table):
     broken = table.assign(units=table["units"].astype(float))
     broken.loc[[3, 4, 5, 6, 7, 8, 9], "units"] += 0.5
     with pytest.raises(
-        DemandDataError, match=r"whole counts; not in rows 3, 4, 5, 6, 7, \.\.\. \(7"
+        DemandDataError,
+        match=r"whole counts; not in data rows 3, 4, 5, 6, 7, \.\.\. \(0-based; 7 in all\)",
     ):
         validate(broken)
 
@@ -82,7 +92,7 @@ def test_product_in_two_categories(table):
 
 def test_duplicate_product_period(table):
     broken = pd.concat([table, table.iloc[[8]]], ignore_index=True)
-    with pytest.raises(DemandDataError, match=r"repeated in rows 8, 30 \(2 in all\)"):
+    with pytest.raises(DemandDataError, match=r"repeated in data rows 8, 30 \(0-based; 2 in all\)"):
         validate(broken)
 
 
@@ -97,6 +107,69 @@ def test_nothing_dropped_and_round_trips(table, tmp_path):
     assert len(read_table(tmp_path / "demand.csv")) == len(table)
     with pytest.raises(DemandDataError, match="expected a .parquet or .csv"):
         read_table(tmp_path / "demand.txt")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_save_writes_the_format_of_the_suffix(tmp_path, suffix):
+    table, truth = simulate(3, 7, 4, 3)
+    path = tmp_path / f"demand{suffix}"
+    demand_data.save(path, table, truth)
+    read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
+    pd.testing.assert_frame_equal(read(path), table)
+    loaded, loaded_truth = demand_data.load(path)
+    pd.testing.assert_frame_equal(loaded, validate(table))
+    np.testing.assert_array_equal(loaded_truth.product_elasticity, truth.product_elasticity)
+
+
+def test_save_refuses_another_suffix(tmp_path, table):
+    with pytest.raises(DemandDataError, match=r"demand\.txt: expected a \.parquet or \.csv file"):
+        demand_data.save(tmp_path / "demand.txt", table)
+    assert list(tmp_path.iterdir()) == []
+
+
+HEADER = "product,category,period,price,units\n"
+
+
+def test_csv_errors_name_data_rows_and_file_lines(tmp_path):
+    """Data rows count from 0 after the header; file lines from 1, blank lines included."""
+    path = tmp_path / "demand.csv"
+    path.write_text(HEADER + "a,x,1,2.0,3\n\na,x,2,1.0,many\na,x,3,1.0,4\na,x,4,1.0,few\n")
+    with pytest.raises(
+        DemandDataError,
+        match=r"^column 'units' must be numeric but holds text, e.g. 'many', in data rows 1, 3 "
+        r"\(0-based; file lines 4, 6; 2 in all\)$",
+    ):
+        read_table(path)
+    path.write_text(HEADER + "a,x,1,2.0,3\na,x,2,-1.0,4\n")
+    with pytest.raises(
+        DemandDataError,
+        match=r"^price must be positive and finite; it is not in data row 1 "
+        r"\(0-based; file line 3; 1 in all\)$",
+    ):
+        read_table(path)
+    path.write_text(HEADER + '"a\nb",x,1,-1.0,4\n')  # a label spanning lines: no line numbers
+    with pytest.raises(DemandDataError, match=r"in data row 0 \(0-based; 1 in all\)$"):
+        read_table(path)
+
+
+def test_text_in_a_numeric_column_names_its_rows(table):
+    broken = table.astype({"price": object})
+    broken.loc[[2, 5], "price"] = "n/a"
+    with pytest.raises(
+        DemandDataError,
+        match=r"^column 'price' must be numeric but holds text, e.g. 'n/a', in data rows 2, 5 "
+        r"\(0-based; 2 in all\)$",
+    ):
+        validate(broken)
+
+
+def test_a_header_only_table_has_no_rows(tmp_path):
+    path = tmp_path / "demand.csv"
+    path.write_text(HEADER)
+    with pytest.raises(
+        DemandDataError, match=r"^demand table has no rows: it holds the column names only$"
+    ):
+        read_table(path)
 
 
 def test_panel_places_every_observation():

@@ -92,11 +92,19 @@ MODELS: dict[str, _Entry] = {
 _ALIASES = {"lenet": "lenet5", "lenet-5": "lenet5"}
 
 
-def _entry(name: str) -> tuple[str, _Entry]:
+def model_name(name: str) -> str:
+    """The registry's name of model ``name`` (``LeNet`` -> ``lenet5``); raises for unknown ones."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+        aliases = {m: [a for a, k in _ALIASES.items() if k == m] for m in MODELS}
+        known = ", ".join(m + (f" ({', '.join(aliases[m])})" if aliases[m] else "") for m in MODELS)
+        raise ValueError(f"unknown model {name!r}; known models: {known}")
+    return key
+
+
+def _entry(name: str) -> tuple[str, _Entry]:
+    key = model_name(name)
     return key, MODELS[key]
 
 

@@ -27,7 +27,7 @@ LOADERS: dict[str, tuple[Callable[..., Dataset], bool]] = {
 DEFAULT = "digits"
 
 
-def _known(name: str, table: dict) -> str:
+def dataset_name(name: str, table: dict = LOADERS) -> str:
     """``name`` normalised (``Fashion-MNIST`` -> ``fashion_mnist``), checked against ``table``."""
     key = name.strip().lower().replace("-", "_")
     if key not in table:
@@ -45,7 +45,7 @@ def load_dataset(name: str = DEFAULT, data_dir: str | Path | None = None, **opti
     File-based sets read ``data_dir``; ``series`` reads ``options["path"]``, relative to
     ``data_dir`` when that is given.
     """
-    key = _known(name, LOADERS)
+    key = dataset_name(name, LOADERS)
     loader, reads_dir = LOADERS[key]
     unknown = sorted(set(options) - set(_options(loader)))
     if unknown:
@@ -54,11 +54,14 @@ def load_dataset(name: str = DEFAULT, data_dir: str | Path | None = None, **opti
         )
     if reads_dir:
         if data_dir is None:
-            raise ValueError(f"dataset {key!r} reads local files: pass data_dir")
+            raise ValueError(f"dataset {key!r} reads local files: pass data_dir (--data-dir)")
         return loader(data_dir, **options)
     if key == "series":
         if "path" not in options:
-            raise ValueError("dataset 'series' needs path=<CSV file> (and value_column=...)")
+            raise ValueError(
+                "dataset 'series' needs the option path=<CSV file> (command line: "
+                "--data-option path=FILE; value_column=NAME names the column of values)"
+            )
         if data_dir is not None:
             options["path"] = Path(data_dir) / options["path"]
     return loader(**options)
@@ -77,4 +80,4 @@ AUGMENTATIONS: dict[str, dict] = {
 
 def default_augment(name: str = DEFAULT, **settings) -> AugmentConfig:
     """The augmentation suited to data set ``name``, ``settings`` (mode, groups, ...) on top."""
-    return AugmentConfig(**{**AUGMENTATIONS[_known(name, AUGMENTATIONS)], **settings})
+    return AugmentConfig(**{**AUGMENTATIONS[dataset_name(name, AUGMENTATIONS)], **settings})

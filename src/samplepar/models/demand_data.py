@@ -86,20 +86,29 @@ def simulate(
     return table, truth
 
 
-def _rows(positions) -> str:
-    positions = np.flatnonzero(positions) if np.asarray(positions).dtype == bool else positions
-    positions = np.asarray(positions)
-    shown = ", ".join(str(int(i)) for i in positions[:_MAX_ROWS_SHOWN])
+def _rows(mask, lines: np.ndarray | None = None) -> str:
+    """The first few rows where ``mask`` holds, and their count: 0-based data rows (the header
+    not counted), with each row's file line where ``lines`` gives them (a CSV file)."""
+    positions = np.flatnonzero(mask)
+    shown = positions[:_MAX_ROWS_SHOWN]
     more = ", ..." if len(positions) > _MAX_ROWS_SHOWN else ""
-    return f"row{'s' if len(positions) > 1 else ''} {shown}{more} ({len(positions)} in all)"
+    plural = "s" if len(positions) > 1 else ""
+    where = f"file line{plural} {_listed(lines[shown])}{more}; " if lines is not None else ""
+    return f"data row{plural} {_listed(shown)}{more} (0-based; {where}{len(positions)} in all)"
 
 
-def validate(table: pd.DataFrame) -> pd.DataFrame:
+def _listed(numbers) -> str:
+    return ", ".join(str(int(n)) for n in numbers)
+
+
+def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFrame:
     """Returns the table (columns in order, price float64, units int64) or raises.
 
-    Raises :class:`DemandDataError` for a missing column, a NaN, a price <= 0, negative or
-    non-integer units, a product in two categories, or a repeated (product, period). Rows are
-    named by position (0-based) with the first few shown and the count.
+    Raises :class:`DemandDataError` for a missing column, no rows, a NaN, a price or units that
+    are not numbers, a price <= 0, negative or non-integer units, a product in two categories,
+    or a repeated (product, period). Rows are named as 0-based data rows (positions in the
+    table), with the first few shown and the count, and with their file lines when ``lines``
+    gives the line of each row (:func:`read_table` does for a CSV file).
     """
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
@@ -107,56 +116,90 @@ def validate(table: pd.DataFrame) -> pd.DataFrame:
             f"demand table lacks column(s) {missing}; it needs {list(COLUMNS)} "
             f"(has {list(table.columns)})"
         )
+    if table.empty:
+        raise DemandDataError("demand table has no rows: it holds the column names only")
     table = table.loc[:, list(COLUMNS)].reset_index(drop=True)
     for column in COLUMNS:
         empty = table[column].isna().to_numpy()
         if empty.any():
-            raise DemandDataError(f"column {column!r} is missing a value in {_rows(empty)}")
+            raise DemandDataError(f"column {column!r} is missing a value in {_rows(empty, lines)}")
     for column in ("price", "units"):
-        if not pd.api.types.is_numeric_dtype(table[column]):
-            raise DemandDataError(f"column {column!r} must be numeric, got {table[column].dtype}")
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        text = numbers.isna().to_numpy()  # no value is missing (above): these are not numbers
+        if text.any():
+            raise DemandDataError(
+                f"column {column!r} must be numeric but holds text, e.g. "
+                f"{table[column][text].iloc[0]!r}, in {_rows(text, lines)}"
+            )
+        table[column] = numbers
     price = table["price"].to_numpy(np.float64)
     bad = ~(price > 0) | ~np.isfinite(price)
     if bad.any():
-        raise DemandDataError(f"price must be positive and finite; it is not in {_rows(bad)}")
+        raise DemandDataError(
+            f"price must be positive and finite; it is not in {_rows(bad, lines)}"
+        )
     units = table["units"].to_numpy(np.float64)
     if (units < 0).any():
-        raise DemandDataError(f"units must be >= 0; negative in {_rows(units < 0)}")
+        raise DemandDataError(f"units must be >= 0; negative in {_rows(units < 0, lines)}")
     fractional = ~np.isfinite(units) | (units != np.round(units))
     if fractional.any():
-        raise DemandDataError(f"units must be whole counts; not in {_rows(fractional)}")
+        raise DemandDataError(f"units must be whole counts; not in {_rows(fractional, lines)}")
     categories = table.groupby("product", sort=False)["category"].transform("nunique")
     if (categories > 1).any():
         products = table.loc[categories > 1, "product"].drop_duplicates().tolist()
         raise DemandDataError(
             f"each product must lie in one category; {len(products)} product(s) "
             f"(e.g. {products[:_MAX_ROWS_SHOWN]}) have several, in "
-            f"{_rows((categories > 1).to_numpy())}"
+            f"{_rows((categories > 1).to_numpy(), lines)}"
         )
     repeated = table.duplicated(["product", "period"], keep=False).to_numpy()
     if repeated.any():
         raise DemandDataError(
-            f"each (product, period) must appear once; repeated in {_rows(repeated)}"
+            f"each (product, period) must appear once; repeated in {_rows(repeated, lines)}"
         )
     return table.assign(price=price, units=units.astype(np.int64))
+
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def check_table_path(path: str | Path) -> Path:
+    """``path`` as a Path, or raises unless it names a ``.parquet`` or ``.csv`` file."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise DemandDataError(f"{path}: expected a .parquet or .csv file")
+    return path
 
 
 def read_table(source: pd.DataFrame | str | Path) -> pd.DataFrame:
     """A validated demand table from a DataFrame, a ``.parquet`` or a ``.csv`` file."""
     if isinstance(source, pd.DataFrame):
         return validate(source)
-    path = Path(source)
+    path = check_table_path(source)
     if path.suffix == ".parquet":
         return validate(pd.read_parquet(path))
-    if path.suffix == ".csv":
-        return validate(pd.read_csv(path))
-    raise DemandDataError(f"{path}: expected a .parquet or .csv file")
+    table = pd.read_csv(path)
+    lines = _csv_lines(path)
+    return validate(table, lines if len(lines) == len(table) else None)
+
+
+def _csv_lines(path: Path) -> np.ndarray:
+    """The file line (from 1) of each data row of a CSV file: the lines after the header that
+    are not blank (``pandas.read_csv`` skips blank lines). A quoted field spanning lines makes
+    the count differ from the rows read, and the lines are then not used."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        filled = [number for number, line in enumerate(handle, 1) if not line.isspace()]
+    return np.asarray(filled[1:], np.int64)
 
 
 def save(path: str | Path, table: pd.DataFrame, truth: TrueParams | None = None) -> None:
-    """Writes ``table`` to ``path`` (Parquet) and ``truth`` beside it as ``<stem>.truth.npz``."""
-    path = Path(path)
-    table.to_parquet(path, index=False)
+    """Writes ``table`` to ``path`` (Parquet or CSV, by its suffix) and ``truth`` beside it as
+    ``<stem>.truth.npz``, where :func:`load` finds it."""
+    path = check_table_path(path)
+    if path.suffix == ".parquet":
+        table.to_parquet(path, index=False)
+    else:
+        table.to_csv(path, index=False)
     if truth is not None:
         np.savez(path.with_suffix(".truth.npz"), **truth._asdict())
 
