@@ -5,13 +5,15 @@ not needed to test loading and prediction).
 """
 
 import dataclasses
+import json
+import shutil
 import types
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from samplepar import checkpoint, predict, train
+from samplepar import checkpoint, mesh, predict, train
 
 CONFIG = train.TrainConfig(
     model="mlp", samples=4, eval_samples=4, eval_batch_size=100, layout="none", progress=False
@@ -131,3 +133,48 @@ def test_never_overwrites_input(workdir, tmp_path):
 def test_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         predict.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "draws, layout", [(16, "sample=8,data=1"), (12, "sample=4,data=2"), (3, "sample=1,data=8")]
+)
+def test_default_layout(draws, layout):
+    assert predict.default_layout(draws, 8) == layout
+
+
+def test_default_layout_checks_the_draws_not_training(workdir, tmp_path):
+    """Trained with 4 samples, 16 draws go on sample=8 (the audit's run failed on the 4)."""
+    run, _, config = predict.load_run(workdir, samples=16)
+    assert mesh.layout_of(run.mesh) == mesh.Layout(8, 1)
+    assert (config.samples, config.eval_samples) == (4, 16)
+    x = run.dataset.x_test[:5]
+    np.save(tmp_path / "in.npy", x)
+    result = predict.predict_file(workdir, tmp_path / "in.npy", tmp_path / "out.csv", samples=16)
+    assert (result["rows"], result["samples"]) == (5, 16)
+
+
+def test_training_batch_and_augmentation_are_not_checked(workdir, tmp_path):
+    """A training batch of 100 (not a multiple of data=8) and 4 augmentation groups (more than
+    2 draws) concern training only."""
+    other = tmp_path / "run"
+    shutil.copytree(workdir, other)
+    stored = json.loads((other / "config.json").read_text())
+    stored.update(batch_size=100, augment="per-shard", augment_groups=4)
+    (other / "config.json").write_text(json.dumps(stored))
+    run, _, config = predict.load_run(other, layout="data=8", samples=2)
+    assert mesh.layout_of(run.mesh) == mesh.Layout(1, 8)
+    assert (config.batch_size, config.augment, config.eval_samples) == (100, "per-shard", 2)
+
+
+@pytest.mark.parametrize(
+    "layout, samples, message",
+    [
+        (None, 0, "--samples must be an integer >= 1, got 0"),
+        (None, True, "--samples must be an integer >= 1, got True"),
+        ("sample=8", None, "^the run's eval_samples .see --samples.: 4 samples cannot be split "),
+        ("sample=4", 6, "^--samples: 6 samples cannot be split over sample=4 devices"),
+    ],
+)
+def test_refuses_draws_that_do_not_fit(workdir, layout, samples, message):
+    with pytest.raises(ValueError, match=message):
+        predict.load_run(workdir, layout, samples)

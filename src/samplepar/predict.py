@@ -186,11 +186,29 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def default_layout(num_samples: int, num_devices: int) -> str:
+    """The layout for ``num_samples`` draws on ``num_devices``: the largest sample axis that
+    divides both, the remaining devices on ``data`` (prediction pads inputs to any data size)."""
+    sample = math.gcd(num_samples, num_devices)
+    return f"sample={sample},data={num_devices // sample}"
+
+
+def _build_config(config, layout: mesh.Layout):
+    """``config`` for ``train.build``, which also checks the training samples, batch and
+    augmentation groups; prediction uses none of them, so they become the draws, the data axis
+    size and no augmentation."""
+    return dataclasses.replace(
+        config, samples=config.eval_samples, batch_size=layout.data, augment="none"
+    )
+
+
 def load_run(workdir: str | Path, layout: str | None = None, samples: int | None = None):
     """``(run, params, config)`` of the trained run in ``workdir`` from its ``config.json`` and
-    newest checkpoint, on mesh ``layout``, evaluating ``samples`` posterior draws (default: the
-    run's ``eval_samples``). The default layout puts as many devices on ``sample`` as divide
-    the sample count."""
+    newest checkpoint, on mesh ``layout`` (default: ``default_layout``), evaluating ``samples``
+    posterior draws (default: the run's ``eval_samples``). Only those draws must split over the
+    layout's sample axis; the training sample count and batch size are not checked."""
+    if samples is not None and not (type(samples) is int and samples >= 1):  # bool excluded
+        raise ValueError(f"--samples must be an integer >= 1, got {samples!r}")
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
@@ -204,13 +222,16 @@ def load_run(workdir: str | Path, layout: str | None = None, samples: int | None
     if samples is not None:
         config = dataclasses.replace(config, eval_samples=samples)
     if layout is None:
-        layout = f"sample={math.gcd(jax.device_count(), config.eval_samples)}"
+        layout = default_layout(config.eval_samples, jax.device_count())
     config = dataclasses.replace(config, layout=layout)
+    parsed = mesh.parse_layout(layout)
+    named = "--samples" if samples is not None else "the run's eval_samples (see --samples)"
+    mesh.check_num_samples(config.eval_samples, parsed, named)
     ckpt_dir = workdir / "checkpoints"
     step = checkpoint.latest_step(ckpt_dir)
     if step is None:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint; train the run first")
-    run = train.build(config)
+    run = train.build(_build_config(config, parsed))
     return run, checkpoint.restore(ckpt_dir, step, run.state).params, config
 
 

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
+LOG_INTERVAL = 30.0  # seconds between redraws of a bar written to a file or pipe
+
 
 class Smoothed(NamedTuple):
     """An exponential moving average with bias correction (as Adam's moments)."""
@@ -30,7 +32,12 @@ def status(message: str, enabled: bool = True) -> None:
 
 
 def bar(total: int, initial: int = 0, description: str = "", enabled: bool = True) -> tqdm:
-    """A progress bar over steps; rate shown in it/s. Disabled bars print nothing."""
+    """A progress bar over steps on stderr; rate shown in it/s. Disabled bars print nothing.
+
+    A terminal redraws it every 0.5 s. A file or pipe keeps every redraw as a line, so there it
+    is redrawn at most every ``LOG_INTERVAL`` seconds (and at the start and the end).
+    """
+    interval = 0.5 if sys.stderr.isatty() else LOG_INTERVAL
     return tqdm(
         total=total,
         initial=initial,
@@ -39,5 +46,6 @@ def bar(total: int, initial: int = 0, description: str = "", enabled: bool = Tru
         dynamic_ncols=True,
         disable=not enabled,
         file=sys.stderr,
-        mininterval=0.5,
+        mininterval=interval,
+        maxinterval=max(interval, 10.0),  # tqdm's monitor redraws a stalled bar this often
     )
