@@ -99,7 +99,7 @@ def _read_config_file(path: Path, fields: set[str]) -> dict:
     if not path.is_file():
         raise CliError(f"config file {path} does not exist")
     if path.suffix not in (".json", ".toml"):
-        raise CliError(f"config file {path} must be .json or .toml, not {path.suffix or 'bare'}")
+        raise CliError(f"config file {path} must be JSON or TOML, named *.json or *.toml")
     text = path.read_text()
     try:
         if path.suffix == ".toml":

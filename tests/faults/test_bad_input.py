@@ -93,7 +93,7 @@ CASES = {
     ),
     "config: unsupported format": (
         lambda d: _config(d, "samples: 2", ".yaml"),
-        r"settings\.yaml must be \.json or \.toml, not \.yaml",
+        r"settings\.yaml must be JSON or TOML, named \*\.json or \*\.toml",
     ),
     "config: not a table": (lambda d: _config(d, "[1, 2]"), r"must hold a table of settings"),
     "config: file missing": (
