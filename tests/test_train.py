@@ -101,6 +101,14 @@ def test_asking_for_fewer_epochs_than_done_says_so(single_device_run, capsys):
     np.testing.assert_array_equal(flat(result.state.params), flat(reference.state.params))
 
 
+def test_progress_in_a_log_is_not_written_every_step(tmp_path, capsys):
+    # capsys's stderr is no terminal: 22 steps and an evaluation redraw the bar at its start
+    # and end only (a per-step redraw, forced by the loss shown beside it, wrote 24).
+    config = train.TrainConfig(layout="none", **{**TINY, "progress": True})
+    train.train(config, tmp_path)
+    assert 2 <= capsys.readouterr().err.count("train mlp/digits:") <= 4
+
+
 def test_a_run_stored_under_a_model_alias_resumes(tmp_path):
     # Runs recorded before names were made canonical stored the model as typed ("lenet") and
     # had no data_options setting.

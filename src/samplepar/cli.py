@@ -279,15 +279,12 @@ def _add_demand_commands(commands) -> None:
     comp.set_defaults(handler=cmd_demand_compare)
 
 
-def _data_option(text: str) -> tuple[str, object]:
-    """``NAME=VALUE`` of ``--data-option``; the value as JSON (numbers) or else a string."""
+def _data_option(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--data-option``; the dataset's loader gives the value its type."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(value)
-    except ValueError:
-        return name, value
+    return name, value
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:

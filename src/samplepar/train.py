@@ -29,7 +29,7 @@ from samplepar.data import default_augment, eval_batches, load_dataset, next_bat
 from samplepar.data.augment import MODES as AUGMENT_MODES
 from samplepar.data.augment import batch_augmenter
 from samplepar.data.loader import LoaderState
-from samplepar.data.registry import dataset_name
+from samplepar.data.registry import dataset_name, dataset_options
 from samplepar.metrics import ClassificationStats, RegressionStats
 
 # Settings that may change between a run and its resumption.
@@ -97,8 +97,8 @@ class TrainConfig:
                 + ", ".join(AUGMENT_MODES)
             )
         objectives.get_objective(self.objective, self.alpha)
-        model_likelihood(self.model)  # an unknown model or dataset is named at once
-        dataset_name(self.dataset)
+        model_likelihood(self.model)  # an unknown model, dataset or option is named at once
+        object.__setattr__(self, "data_options", dataset_options(self.dataset, self.data_options))
         mesh.parse_layout(self.layout)
 
     def identity(self) -> dict:
@@ -325,7 +325,8 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
     n_train = len(run.dataset.x_train)
     metrics_path = workdir / "metrics.jsonl"
     _drop_records_after(metrics_path, step)
-    bar = progress.bar(total, step, f"train {config.model}/{config.dataset}", config.progress)
+    title = f"train {config.model}/{config.dataset}"
+    bar = progress.bar(total, step, title, config.progress and step < total)
     smoothed, epoch_losses, test, test_stats = progress.Smoothed(), [], {}, None
     started = epoch_started = time.perf_counter()
     pending = None
@@ -341,7 +342,8 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
         if not math.isfinite(loss):
             bar.close()
             kept = (
-                f"the last good checkpoint is kept in {ckpt_dir}"
+                f"the last good checkpoint is kept in {ckpt_dir} (a run with other settings "
+                "needs another --workdir)"
                 if checkpoint.latest_step(ckpt_dir) is not None
                 else "no checkpoint was written yet"
             )
@@ -353,7 +355,9 @@ def train(config: TrainConfig, workdir: str | Path) -> TrainResult:
         smoothed = smoothed.update(loss)
         epoch_losses.append(loss)
         bar.update(1)
-        bar.set_postfix(loss=f"{smoothed.mean:.4f}", test_acc=test.get("accuracy", "-"))
+        bar.set_postfix(
+            loss=f"{smoothed.mean:.4f}", test_acc=test.get("accuracy", "-"), refresh=False
+        )
         if step % run.steps_per_epoch == 0 or step == total:
             train_seconds = time.perf_counter() - epoch_started
             metrics, test_stats = evaluate_dataset(

@@ -8,6 +8,7 @@ import pytest
 from samplepar.data import DataError, MissingDataError, default_augment, load_dataset
 from samplepar.data.cifar import RECORD
 from samplepar.data.idx import read_idx
+from samplepar.data.registry import dataset_options
 
 
 def test_digits_default_is_a_fixed_stratified_split():
@@ -212,5 +213,25 @@ def test_registry_errors_list_what_is_known():
         load_dataset("digits", sed=1)
     with pytest.raises(ValueError, match="reads local files: pass data_dir"):
         load_dataset("cifar10")
+
+
+def test_dataset_options_are_typed_like_the_loader_defaults():
+    # Command-line options arrive as text; numbers become the loader's types, names stay text.
+    options = {"path": "s.csv", "value_column": "1", "history": "24", "test_fraction": "0.25"}
+    typed = dataset_options("series", options)
+    assert typed == {"path": "s.csv", "value_column": "1", "history": 24, "test_fraction": 0.25}
+    assert type(typed["history"]) is int and type(typed["test_fraction"]) is float
+    assert dataset_options("mnist1d", {"length": 40.0}) == {"length": 40}
+    for option, value, message in [
+        ("history", "x", "option history must be an integer, got 'x'"),
+        ("horizon", "1.5", "option horizon must be an integer, got '1.5'"),
+        ("horizon", 1.5, "option horizon must be an integer, got 1.5"),
+        ("test_fraction", "x", "option test_fraction must be a number, got 'x'"),
+        ("value_column", 3, r"option value_column must be text \(a name or a path\), got 3"),
+    ]:
+        with pytest.raises(ValueError, match=f"dataset 'series': {message}"):
+            dataset_options("series", {"path": "s.csv", option: value})
+    with pytest.raises(ValueError, match="dataset 'digits': option seed must be an integer"):
+        load_dataset("digits", seed="x")
     assert default_augment("digits").flip is False
     assert default_augment("cifar10", mode="shared").mode == "shared"

@@ -166,6 +166,10 @@ CASES = {
         lambda d: ["--dataset", "series", "--model", "forecaster"],
         r"dataset 'series' needs the option path=<CSV file> \(command line: --data-option",
     ),
+    "data: dataset option of the wrong type": (
+        lambda d: ["--data-option", "seed=x"],
+        r"dataset 'digits': option seed must be an integer, got 'x'",
+    ),
     "data: missing data dir": (
         lambda d: ["--dataset", "mnist", "--data-dir", str(d / "no-such-dir")],
         r"no-such-dir",

@@ -121,6 +121,13 @@ def test_save_writes_the_format_of_the_suffix(tmp_path, suffix):
     np.testing.assert_array_equal(loaded_truth.product_elasticity, truth.product_elasticity)
 
 
+def test_suffixes_are_read_in_any_case_and_a_missing_table_is_named(tmp_path, table):
+    demand_data.save(tmp_path / "demand.CSV", table)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "demand.CSV"), validate(table))
+    with pytest.raises(DemandDataError, match=r"^demand table .*nowhere\.csv does not exist$"):
+        read_table(tmp_path / "nowhere.csv")
+
+
 def test_save_refuses_another_suffix(tmp_path, table):
     with pytest.raises(DemandDataError, match=r"demand\.txt: expected a \.parquet or \.csv file"):
         demand_data.save(tmp_path / "demand.txt", table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,23 +36,59 @@ def dataset_name(name: str, table: dict = LOADERS) -> str:
     return key
 
 
-def _options(loader: Callable) -> list[str]:
-    return [p for p in inspect.signature(loader).parameters if p not in ("data_dir", "name")]
+def _options(loader: Callable) -> dict[str, inspect.Parameter]:
+    parameters = inspect.signature(loader).parameters
+    return {n: p for n, p in parameters.items() if n not in ("data_dir", "name")}
+
+
+def dataset_options(name: str, options: dict) -> dict:
+    """``options`` of dataset ``name`` checked against its loader's parameters and typed like
+    their defaults: text from the command line (``history=24``) becomes the int or float the
+    loader takes; options without a numeric default (paths, column names) stay text.
+    Raises ValueError naming an unknown option or a value of the wrong type."""
+    key = dataset_name(name, LOADERS)
+    accepted = _options(LOADERS[key][0])
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"dataset {key!r}: unknown option(s) {unknown}; it accepts {list(accepted)}"
+        )
+    return {
+        option: _typed(key, option, value, accepted[option].default)
+        for option, value in options.items()
+    }
+
+
+def _typed(key: str, option: str, value, default):
+    kind = type(default) if type(default) in (int, float) else str
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = kind(value)
+        except ValueError:
+            pass
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = {
+        int: number and float(value).is_integer(),
+        float: number,
+        str: isinstance(value, str | os.PathLike),
+    }
+    if not fits[kind]:
+        described = {int: "an integer", float: "a number", str: "text (a name or a path)"}
+        raise ValueError(
+            f"dataset {key!r}: option {option} must be {described[kind]}, got {value!r}"
+        )
+    return kind(value) if kind is not str else value
 
 
 def load_dataset(name: str = DEFAULT, data_dir: str | Path | None = None, **options) -> Dataset:
-    """The data set ``name`` (see ``LOADERS``) built with ``options``.
+    """The data set ``name`` (see ``LOADERS``) built with ``options`` (:func:`dataset_options`).
 
     File-based sets read ``data_dir``; ``series`` reads ``options["path"]``, relative to
     ``data_dir`` when that is given.
     """
     key = dataset_name(name, LOADERS)
     loader, reads_dir = LOADERS[key]
-    unknown = sorted(set(options) - set(_options(loader)))
-    if unknown:
-        raise ValueError(
-            f"dataset {key!r}: unknown option(s) {unknown}; it accepts {_options(loader)}"
-        )
+    options = dataset_options(key, options)
     if reads_dir:
         if data_dir is None:
             raise ValueError(f"dataset {key!r} reads local files: pass data_dir (--data-dir)")

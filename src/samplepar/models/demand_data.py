@@ -166,7 +166,7 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 def check_table_path(path: str | Path) -> Path:
     """``path`` as a Path, or raises unless it names a ``.parquet`` or ``.csv`` file."""
     path = Path(path)
-    if path.suffix not in TABLE_SUFFIXES:
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         raise DemandDataError(f"{path}: expected a .parquet or .csv file")
     return path
 
@@ -176,7 +176,9 @@ def read_table(source: pd.DataFrame | str | Path) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         return validate(source)
     path = check_table_path(source)
-    if path.suffix == ".parquet":
+    if not path.is_file():
+        raise DemandDataError(f"demand table {path} does not exist")
+    if path.suffix.lower() == ".parquet":
         return validate(pd.read_parquet(path))
     table = pd.read_csv(path)
     lines = _csv_lines(path)
@@ -196,7 +198,7 @@ def save(path: str | Path, table: pd.DataFrame, truth: TrueParams | None = None)
     """Writes ``table`` to ``path`` (Parquet or CSV, by its suffix) and ``truth`` beside it as
     ``<stem>.truth.npz``, where :func:`load` finds it."""
     path = check_table_path(path)
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         table.to_parquet(path, index=False)
     else:
         table.to_csv(path, index=False)
