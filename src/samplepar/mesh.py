@@ -8,6 +8,7 @@ axis, and ``none`` (or ``1``) is one device.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -137,11 +138,15 @@ def layout_of(mesh: Mesh) -> Layout:
     return Layout(mesh.shape[SAMPLE], mesh.shape[DATA])
 
 
-def check_num_samples(num_samples: int, layout: Layout, setting: str | None = None) -> None:
+def check_num_samples(
+    num_samples: int, layout: Layout, setting: str | None = None, other: int | None = None
+) -> None:
     """Raises unless ``num_samples`` splits evenly over the sample axis; the message starts
-    with ``setting`` (the option that set the count) when given."""
+    with ``setting`` (the option that set the count) when given, and suggests axis sizes that
+    also divide ``other``, a second count the same axis must split."""
     if num_samples < 1 or num_samples % layout.sample:
-        fits = [k for k in _divisors(max(num_samples, 1)) if k <= 64]
+        both = math.gcd(max(num_samples, 1), other or 0)
+        fits = [k for k in _divisors(both) if k <= 64]
         named = f"{setting}: " if setting else ""
         raise LayoutError(
             f"{named}{num_samples} samples cannot be split over sample={layout.sample} devices; "

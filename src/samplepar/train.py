@@ -203,8 +203,8 @@ def _make_evaluate(bayesian, mesh_, num_samples: int, likelihood: str, per_pass:
 def build(config: TrainConfig) -> Run:
     """Data, model, mesh, compiled step and evaluation, and the initial state."""
     layout = mesh.parse_layout(config.layout)
-    mesh.check_num_samples(config.samples, layout, "samples")
-    mesh.check_num_samples(config.eval_samples, layout, "eval_samples")
+    mesh.check_num_samples(config.samples, layout, "samples", other=config.eval_samples)
+    mesh.check_num_samples(config.eval_samples, layout, "eval_samples", other=config.samples)
     mesh.check_batch_size(config.batch_size, layout)
     dataset = load_dataset(config.dataset, config.data_dir, **config.data_options)
     likelihood = model_likelihood(config.model)
