@@ -62,6 +62,7 @@ def test_table_compares_with_reference():
         ({"interval": 1.5}, "interval"),
         ({"num_products": 0}, "num_products"),
         ({"nuts": mcmc.NUTSConfig(num_chains=0)}, "num_chains"),
+        ({"nuts": mcmc.NUTSConfig(num_chains=1)}, r"needs num_chains >= 2 \(R-hat compares"),
     ],
 )
 def test_bad_config_names_the_setting(change, message):

@@ -89,6 +89,11 @@ def check_config(config: StudyConfig) -> None:
         if getattr(config, field) < 1:
             raise ValueError(f"{field} must be >= 1, got {getattr(config, field)}")
     mcmc.check_config(config.nuts)
+    if config.nuts.num_chains < 2:
+        raise ValueError(
+            f"the NUTS reference needs num_chains >= 2 (R-hat compares chains), "
+            f"got {config.nuts.num_chains}"
+        )
 
 
 def central_interval(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:

@@ -236,7 +236,8 @@ def run_nuts(
 def summarize(idata: az.InferenceData, var_names: Sequence[str] | None = None) -> NUTSSummary:
     """R-hat (rank-normalised), bulk/tail ESS and divergences of ``var_names`` (all if ``None``).
 
-    Unrounded: ArviZ's default two decimals would turn an R-hat of 1.0054 into 1.01.
+    Unrounded: ArviZ's default two decimals would turn an R-hat of 1.0054 into 1.01. With one
+    chain R-hat is NaN (it compares chains; ArviZ warns) and the run never counts as converged.
     """
     import arviz as az
 
