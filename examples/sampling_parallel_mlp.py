@@ -1,4 +1,6 @@
-"""Sampling parallelism in 40 lines: a Bayesian MLP on digits, 8 weight samples on 4 devices.
+"""Sampling parallelism in under 60 lines: a Bayesian MLP on digits, 8 weight samples per step
+on 4 virtual devices laid out sample=2 x data=2 (4 samples on each sample shard, the batch
+split over the data shards).
 
 python examples/sampling_parallel_mlp.py [--steps 200]
 """
@@ -48,4 +50,7 @@ def main(steps: int) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
-    main(parser.parse_args().steps)
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    main(args.steps)
