@@ -1,10 +1,13 @@
-"""Shared pieces of the benchmarks: device flags, the bnn-mlp workload, timing and JSON output."""
+"""Shared pieces of the benchmarks: device flags, argument checks, the bnn-mlp workload, timing
+and JSON output."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +18,62 @@ def use_host_devices(count: int) -> None:
     """Asks XLA for ``count`` CPU devices; call before jax is imported."""
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer ``>= minimum``, so bad counts fail at parsing."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated positive integers, e.g. ``1,4,16``."""
+    return [positive_int(part) for part in text.split(",")]
+
+
+def fractions(text: str) -> list[float]:
+    """An argparse ``type``: comma-separated fractions in (0, 1], e.g. ``0.25,0.5``."""
+
+    def fraction(part: str) -> float:
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number") from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"{value} is not in (0, 1]")
+        return value
+
+    return [fraction(part) for part in text.split(",")]
+
+
+def fill_unset(args: argparse.Namespace, settings: dict) -> None:
+    """Gives each argument still ``None`` (not given) its value from ``settings``, so that
+    flags given beside ``--quick`` win over its settings."""
+    for name, value in settings.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def check_writable(parser: argparse.ArgumentParser, directory: Path) -> None:
+    """Creates ``directory`` if needed and fails through ``parser`` unless it is writable, so
+    that a bad output path stops the run before its work, not after."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()  # os.access says yes to root everywhere
+    except OSError as error:
+        parser.error(f"cannot write to output directory {directory}: {error.strerror}")
 
 
 def mlp_workload(widths=(784, 512, 512, 10), seed=0):

@@ -34,21 +34,12 @@ from samplepar import train
 from samplepar.host import prepare_process
 from samplepar.report import read_metrics
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, check_writable, fill_unset, positive_int  # noqa: E402
+
 MODES = ("shared", "per-sample")
-
-
-def settings(args) -> dict:
-    if args.quick:
-        return dict(model="mlp", samples=4, epochs=3, seeds=2, target=0.85, batch_size=64)
-    return dict(
-        model=args.model,
-        samples=args.samples,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        target=args.target,
-        batch_size=args.batch_size,
-    )
+FULL = dict(model="lenet", samples=16, epochs=20, seeds=3, target=0.95, batch_size=128)
+QUICK = dict(model="mlp", samples=4, epochs=3, seeds=2, target=0.85, batch_size=64)
 
 
 def run_one(base: dict, mode: str, seed: int, workroot: Path) -> dict:
@@ -122,7 +113,6 @@ def plot(runs: list[dict], base: dict, path: Path) -> None:
     axis.set_title(f"digits, {base['model']} BNN, S={base['samples']}: augmentation per sample")
     axis.legend()
     axis.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
@@ -130,16 +120,23 @@ def main(argv=None) -> dict:
     prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
-    parser.add_argument("--model", default="lenet")
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--target", type=float, default=0.95)
-    parser.add_argument("--batch-size", type=int, default=128)
+    for arg, kind in (("model", str), ("target", float)):
+        parser.add_argument(
+            f"--{arg}", type=kind, help=f"default {FULL[arg]}; --quick {QUICK[arg]}"
+        )
+    for arg in ("samples", "epochs", "seeds", "batch_size"):
+        flag = "--" + arg.replace("_", "-")
+        parser.add_argument(
+            flag, type=positive_int, help=f"default {FULL[arg]}; --quick {QUICK[arg]}"
+        )
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--layout", default="none", help="mesh layout, e.g. sample=4")
     args = parser.parse_args(argv)
-    base = {**settings(args), "learning_rate": args.learning_rate, "layout": args.layout}
+    fill_unset(args, QUICK if args.quick else FULL)
+    name = "augmentation-quick" if args.quick else "augmentation"
+    check_writable(parser, RESULTS)
+    base = {key: getattr(args, key) for key in FULL}
+    base.update(learning_rate=args.learning_rate, layout=args.layout)
     runs = []
     print(f"{'mode':>10} {'seed':>4} {'epochs to target':>16} {'final acc':>9} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as workroot:
@@ -153,7 +150,6 @@ def main(argv=None) -> dict:
                     flush=True,
                 )
     summary = summarise(runs, base)
-    name = "augmentation-quick" if args.quick else "augmentation"
     plot(runs, base, RESULTS / f"{name}.png")
     record = {
         "benchmark": "digits-convergence",
@@ -174,7 +170,6 @@ def main(argv=None) -> dict:
         f"{summary['paired_epochs_saved']})"
     )
     line = json.dumps(record)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(line + "\n")
     print(line)
     return record

@@ -36,7 +36,8 @@ step for a while. Ours takes the exact softmax (tests/test_objectives.py). With 
 whose particles are not weighted, the two paths follow each other (1,000 products, 300 steps:
 final losses 3.39e6 and 3.40e6); with this Renyi objective NumPyro's loss falls faster (600
 steps: 7.5e5 against 1.30e6). Prints a table, ends with one JSON line, and writes
-benchmarks/results/demand.json.
+benchmarks/results/demand.json (``demand-quick.json`` with ``--quick``; ``--output`` elsewhere).
+Flags given beside ``--quick`` win over its settings (``--size`` included).
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_demand  # noqa: E402
-from _common import run_svi  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    check_writable,
+    fill_unset,
+    fractions,
+    positive_int,
+    run_svi,
+)
 
 from samplepar import svi  # noqa: E402
 from samplepar.host import prepare_process  # noqa: E402
@@ -126,36 +134,52 @@ def in_slots(params: dict, local_params: dict, blocks) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    prepare_process()  # as the command line does: see samplepar.host
+def parse_args(argv=None):
+    """The command line, with the settings ``--size`` (or ``--quick``) implies filled in where
+    not given, and the output's directory checked before any work."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["small", "medium", "large"], default="small")
+    parser.add_argument("--size", choices=["small", "medium", "large"], help="default small")
     parser.add_argument("--quick", action="store_true", help="a tiny panel (seconds)")
-    parser.add_argument("--steps", type=int, default=None, help="timed fast-path steps a round")
+    parser.add_argument("--steps", type=positive_int, help="timed fast-path steps a round")
+    parser.add_argument("--reference-steps", type=positive_int, help="timed NumPyro steps a round")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating timing rounds")
+    parser.add_argument("--learn-steps", type=positive_int, help="steps of the learning check")
     parser.add_argument(
-        "--reference-steps", type=int, default=None, help="timed NumPyro steps a round"
-    )
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
-    parser.add_argument("--learn-steps", type=int, default=None, help="steps of the learning check")
-    parser.add_argument(
-        "--settle-steps", type=int, default=None, help="fast-path steps before the timed rounds"
+        "--settle-steps", type=positive_int, help="fast-path steps before the timed rounds"
     )
     parser.add_argument("--layout", default="data", help="mesh layout of the fast path")
     parser.add_argument(
         "--batch-fractions",
-        type=lambda text: [float(f) for f in text.split(",") if f],
+        type=fractions,
         default=[0.25, 0.5],
-        help="mini-batch sizes to time, as fractions of the panel's blocks (comma-separated)",
+        help="mini-batch sizes to time, as fractions in (0, 1] of the panel's blocks "
+        "(comma-separated)",
     )
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "demand.json"))
+    parser.add_argument("--output", type=Path, help="JSON path (default results/demand.json)")
     args = parser.parse_args(argv)
-    size = "quick" if args.quick else args.size
+    fill_unset(args, {"size": "quick" if args.quick else "small"})
+    scale = {"quick": 1, "small": 1, "medium": 10, "large": 100}[args.size]
+    fill_unset(
+        args,
+        {
+            "steps": max(20, 60 // scale),
+            "reference_steps": max(3, 10 // scale),
+            "learn_steps": 100 if args.size == "quick" else max(30, 300 // scale),
+            "settle_steps": 100 if args.size == "quick" else 1000,
+            "output": RESULTS / ("demand-quick.json" if args.quick else "demand.json"),
+        },
+    )
+    check_writable(parser, args.output.parent)
+    return args
+
+
+def main(argv=None) -> dict:
+    prepare_process()  # as the command line does: see samplepar.host
+    args = parse_args(argv)
+    size = args.size
     num_products, num_periods, num_categories = SIZES[size]
-    scale = {"quick": 1, "small": 1, "medium": 10, "large": 100}[size]
-    steps = args.steps or max(20, 60 // scale)
-    reference_steps = args.reference_steps or max(3, 10 // scale)
-    learn_steps = args.learn_steps or (100 if size == "quick" else max(30, 300 // scale))
-    settle_steps = args.settle_steps or (100 if size == "quick" else 1000)
+    steps, reference_steps = args.steps, args.reference_steps
+    learn_steps, settle_steps = args.learn_steps, args.settle_steps
 
     table, truth = simulate(0, num_products, num_periods, num_categories)
     obs = observations(table)
@@ -334,12 +358,13 @@ def main(argv=None) -> dict:
     )
     for row in minibatch:
         print(
-            f"mini-batch {row['fraction']:.2f} of {num_blocks} blocks: {row['it_per_s']:.1f} it/s, "
+            f"mini-batch {row['batch_blocks']} of {num_blocks} blocks "
+            f"({row['batch_blocks'] / num_blocks:.2f}, asked {row['fraction']:g}): "
+            f"{row['it_per_s']:.1f} it/s, "
             f"{row['obs_per_s'] / 1e6:.1f} M obs/s = {row['obs_per_s_vs_full_batch']:.2f}x "
             f"the full batch's {result['full_batch_obs_per_s'] / 1e6:.1f} M obs/s"
         )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
     return result
 

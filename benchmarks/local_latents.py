@@ -9,9 +9,9 @@ AutoNormal, Renyi ELBO (alpha = 0) with 4 particles, AdamW, every local device o
 Full-batch steps and mini-batch steps of ``--batch-fractions`` of the rows (drawn on device)
 are timed in ``--rounds`` alternating rounds, taken as ``svi.fit`` takes them
 (``svi.STEPS_PER_CALL`` to a compiled call); each figure is the median of its rounds, and a
-mini-batch's observations per second are compared with the full batch's. A step on 2 rows
-gives the step's cost that does not shrink with the batch. Prints a table, ends with one JSON
-line and writes benchmarks/results/local_latents.json.
+mini-batch's observations per second are compared with the full batch's. A step on one row
+per device gives the step's cost that does not shrink with the batch. Prints a table, ends with
+one JSON line and writes benchmarks/results/local_latents.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, run_svi, use_host_devices  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    check_writable,
+    emit,
+    fractions,
+    positive_int,
+    run_svi,
+    use_host_devices,
+)
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     use_host_devices(os.cpu_count() or 1)
@@ -43,16 +51,21 @@ NUM_PARTICLES = 4
 def main(argv=None) -> dict:
     prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=200_000, help="rows, one latent each")
-    parser.add_argument("--steps", type=int, default=20, help="timed full-batch steps a round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument(
+        "--groups", type=positive_int, default=200_000, help="rows, one latent each"
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=20, help="timed full-batch steps a round"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating timing rounds")
     parser.add_argument(
         "--batch-fractions",
-        type=lambda text: [float(f) for f in text.split(",") if f],
+        type=fractions,
         default=[0.25, 0.125],
-        help="mini-batch sizes as fractions of the rows (comma-separated)",
+        help="mini-batch sizes as fractions in (0, 1] of the rows (comma-separated)",
     )
     args = parser.parse_args(argv)
+    check_writable(parser, RESULTS)
     mesh = make_mesh("data")
     data_shards = dict(mesh.shape)["data"]
     data = simulate_groups(args.groups, OBSERVATIONS_PER_ROW)
@@ -69,7 +82,7 @@ def main(argv=None) -> dict:
             batch_size=batch_size,
         )
 
-    batches = {"full": args.groups, "fixed cost (2 rows)": data_shards}
+    batches = {"full": args.groups, f"fixed cost ({data_shards} rows)": data_shards}
     for fraction in args.batch_fractions:
         batches[f"{fraction:g} of the rows"] = max(1, round(fraction * args.groups / data_shards))
         batches[f"{fraction:g} of the rows"] *= data_shards

@@ -9,7 +9,7 @@ Target: sample = k uses at most 1.15 / k of the one-device figure. A least-squar
 ``temp(k) = F + V / k`` on the sample axis separates what every device keeps (F: the gradient
 and optimizer temporaries, parameter-sized) from what the samples share out (V).
 
-    python benchmarks/memory.py [--samples 16] [--batch 256]
+    python benchmarks/memory.py [--samples 16] [--batch 256]   # both multiples of 8
 
 Prints a table, writes ``benchmarks/results/memory.json`` and ``memory.png`` (per-device MiB
 against the number of devices, per strategy) and ends with one JSON line.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import RESULTS, emit, mlp_workload, use_host_devices
+from _common import RESULTS, check_writable, emit, mlp_workload, positive_int, use_host_devices
 
 use_host_devices(8)
 
@@ -30,6 +30,7 @@ import optax  # noqa: E402
 from samplepar import engine, mesh, objectives  # noqa: E402
 
 TARGET = 1.15
+SIZES = (1, 2, 4, 8)  # devices on the sample or the data axis
 HYBRIDS = {"sample=2,data=2": 4, "sample=4,data=2": 8, "sample=2,data=4": 8}
 
 
@@ -66,7 +67,7 @@ def fixed_and_sharded(rows: dict) -> tuple[float, float]:
     return float(fixed), float(shared)
 
 
-def plot(table: dict, hybrid: dict, path) -> None:
+def plot(table: dict, hybrid: dict, title: str, path) -> None:
     """Per-device temp MiB against the device count: sample, data, hybrids, ideal 1/k."""
     from matplotlib.figure import Figure
 
@@ -83,42 +84,59 @@ def plot(table: dict, hybrid: dict, path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("devices")
     ax.set_ylabel("per-device temp MiB")
-    ax.set_title("bnn-mlp step, S=16, batch 256")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def parse_args():
+    """The command line; ``--samples`` and ``--batch`` must split over up to 8 devices."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=256)
+    most = max(SIZES)
+    parser.add_argument(
+        "--samples", type=positive_int, default=16, help=f"weight samples S, a multiple of {most}"
+    )
+    parser.add_argument(
+        "--batch", type=positive_int, default=256, help=f"batch size, a multiple of {most}"
+    )
     args = parser.parse_args()
-    sizes = [1, 2, 4, 8]
+    for name in ("samples", "batch"):
+        if getattr(args, name) % most:
+            parser.error(f"--{name} {getattr(args, name)} is not a multiple of {most}")
+    check_writable(parser, RESULTS)
+    return args
+
+
+def print_row(layout: str, row: dict, base: int, target: float) -> None:
+    """One table row: temp MiB, its ratio to the one-device figure, the target, args MiB."""
+    print(
+        f"{layout:<16} {row['temp'] / 2**20:10.2f} {row['temp'] / base:11.3f} {target:8.3f} "
+        f"{row['argument'] / 2**20:9.2f}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
     table = {
-        axis: {k: step_bytes(f"{axis}={k}", args.samples, args.batch) for k in sizes}
+        axis: {k: step_bytes(f"{axis}={k}", args.samples, args.batch) for k in SIZES}
         for axis in ("sample", "data")
     }
     hybrid = {layout: step_bytes(layout, args.samples, args.batch) for layout in HYBRIDS}
     print(f"bnn-mlp 784-512-512-10, batch {args.batch}, S={args.samples}: per-device bytes")
-    print(f"{'layout':<10} {'temp MiB':>10} {'x 1-device':>11} {'target':>8} {'args MiB':>9}")
+    print(f"{'layout':<16} {'temp MiB':>10} {'x 1-device':>11} {'target':>8} {'args MiB':>9}")
     verdicts = {}
+    base = table["sample"][1]["temp"]
     for axis, rows in table.items():
-        base = rows[1]["temp"]
         for k, row in rows.items():
-            ratio = row["temp"] / base
             target = TARGET / k if axis == "sample" else float("nan")
             if axis == "sample":
-                verdicts[str(k)] = ratio <= target
-            print(
-                f"{axis}={k:<3}   {row['temp'] / 2**20:10.2f} {ratio:11.3f} {target:8.3f} "
-                f"{row['argument'] / 2**20:9.2f}"
-            )
+                verdicts[str(k)] = row["temp"] / base <= target
+            print_row(f"{axis}={k}", row, rows[1]["temp"], target)
     for layout, row in hybrid.items():
-        ratio = row["temp"] / table["sample"][1]["temp"]
-        print(f"{layout:<16} {row['temp'] / 2**20:10.2f} {ratio:5.3f}")
+        print_row(layout, row, base, float("nan"))
     fixed, shared = fixed_and_sharded(table["sample"])
-    k = max(sizes)
+    k = max(SIZES)
     allowed = (TARGET - 1) / (k - TARGET) * shared
     _, params, _, _ = mlp_workload()
     gradient = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
@@ -127,8 +145,8 @@ def main() -> None:
         f"target at k={k} allows at most {allowed / 2**20:.2f} MiB that does not shrink with k; "
         f"the gradient every device holds (mean and scale) is {gradient / 2**20:.2f} MiB"
     )
-    RESULTS.mkdir(exist_ok=True)
-    plot(table, hybrid, RESULTS / "memory.png")
+    title = f"bnn-mlp step, S={args.samples}, batch {args.batch}"
+    plot(table, hybrid, title, RESULTS / "memory.png")
     emit(
         "memory",
         {

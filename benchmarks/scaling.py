@@ -145,15 +145,20 @@ def main() -> None:
         layout, samples, batch, steps, connected = sys.argv[2:7]
         worker(layout, int(samples), int(batch), int(steps), connected == "1")
         return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import RESULTS, check_writable, emit, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--only", choices=sorted(CONFIGS), nargs="*")
+    parser.add_argument("--steps", type=positive_int, default=20)
+    parser.add_argument("--only", choices=sorted(CONFIGS), nargs="+", help="default: all")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating 1- and 2-process runs per config"
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="alternating 1- and 2-process runs per config",
     )
     args = parser.parse_args()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import RESULTS, emit
+    check_writable(parser, RESULTS)
 
     record = {"workload": "bnn-mlp", "cores_per_process": 1, "configs": {}}
     _, control_samples, _, control_batch, _, _ = CONFIGS["sample-weak"]
@@ -191,7 +196,6 @@ def main() -> None:
         print(f"{name:<14} {t1 * 1e3:9.1f} {t2 * 1e3:9.1f} {ratio:7.3f}")
     if "sample-weak" in record["configs"]:
         record["weak_efficiency"] = record["configs"]["sample-weak"]["efficiency"]
-    RESULTS.mkdir(exist_ok=True)
     plot(record, RESULTS / "scaling.png")
     emit("scaling", record)
 

@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,9 @@ from samplepar.mesh import make_mesh
 from samplepar.objectives import ELBO
 from samplepar.random import sample_keys
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, check_writable, fill_unset, int_at_least, positive_ints  # noqa: E402
+
 DATASET_SIZE = 60_000
 
 
@@ -178,7 +181,7 @@ def matmul_references(num_samples: int, batch: int, d_in: int, d_out: int):
 
 
 def run(args) -> dict:
-    samples = [int(s) for s in args.samples.split(",")]
+    samples = args.samples
     rows = []
     for workload in workloads(args.quick):
         _, vectorised, loop = build(workload, jax.random.key(0))
@@ -327,13 +330,20 @@ def main() -> None:
     prepare_process()  # as the command line does: see samplepar.host
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a seconds-long run")
-    parser.add_argument("--samples", default=None, help="comma-separated S (default 1,4,16)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (PNG beside it)")
+    parser.add_argument(
+        "--samples", type=positive_ints, help="comma-separated S (default 1,4,16; --quick 1,4)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int_at_least(3),
+        help="timed repeats per figure, >= 3 (default 7; --quick 3)",
+    )
+    parser.add_argument("--out", type=Path, help="JSON path (PNG beside it)")
     args = parser.parse_args()
-    args.samples = args.samples or ("1,4" if args.quick else "1,4,16")
-    args.repeats = args.repeats or (3 if args.quick else 7)
+    quick = args.quick
+    fill_unset(args, {"samples": [1, 4] if quick else [1, 4, 16], "repeats": 3 if quick else 7})
     out = args.out or RESULTS / ("throughput-quick.json" if args.quick else "throughput.json")
+    check_writable(parser, out.parent)
 
     print(
         f"{'workload':<10} {'S':>3} {'vec eval/s':>10} {'loop eval/s':>10} {'speedup':>8} "
@@ -349,7 +359,6 @@ def main() -> None:
         f"MLP vectorised reaches {result['mlp_flop_fraction_of_matmul']:.0%} of plain, "
         f"mapped {result['mlp_mapped_flop_fraction_of_matmul']:.0%}"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
     print(json.dumps(result))

@@ -6,10 +6,10 @@
 
 Per panel it prints a table (one row per method), writes the plot of estimated vs true
 elasticities ``elasticities_<P>.png``, the NUTS run ``nuts_<P>.nc`` and ``compare_<P>.json``
-under ``--out``; at the end
-it writes ``uncertainty.json`` there and prints it as one JSON line. Runs on the CPU with
-``--devices`` virtual devices (NUTS chains in parallel, SVI rows sharded) unless JAX finds an
-accelerator.
+under ``--out``; at the end it writes ``uncertainty.json`` (``uncertainty-quick.json`` with
+``--quick``) there and prints it as one JSON line. Flags given beside ``--quick`` win over its
+settings. Runs on the CPU with ``--devices`` virtual devices (NUTS chains in parallel, SVI rows
+sharded) unless JAX finds an accelerator.
 """
 
 from __future__ import annotations
@@ -20,24 +20,51 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import check_writable, fill_unset, positive_int  # noqa: E402
+
+FULL = dict(
+    products=[200, 1000],
+    periods=52,
+    categories=10,
+    svi_steps=3000,
+    draws=1000,
+    nuts_warmup=500,
+    nuts_samples=500,
+)
+QUICK = dict(
+    products=[20],
+    periods=10,
+    categories=2,
+    svi_steps=400,
+    draws=200,
+    nuts_warmup=150,
+    nuts_samples=100,
+)
+HELP = {"draws": "guide draws (intervals, k-hat)"}
+
 
 def parse_args(argv=None):
+    """The command line; ``--quick`` fills only the settings not given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--products", type=int, nargs="+", default=[200, 1000])
-    parser.add_argument("--periods", type=int, default=52)
-    parser.add_argument("--categories", type=int, default=10)
+    for name, default in FULL.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=positive_int,
+            nargs="+" if name == "products" else None,
+            help=f"{HELP.get(name, '')} (default {default}; --quick {QUICK[name]})".strip(),
+        )
     parser.add_argument("--methods", nargs="+", default=None, help="SVI methods (default: all)")
-    parser.add_argument("--svi-steps", type=int, default=3000)
-    parser.add_argument("--draws", type=int, default=1000, help="guide draws (intervals, k-hat)")
-    parser.add_argument("--nuts-warmup", type=int, default=500)
-    parser.add_argument("--nuts-samples", type=int, default=500)
-    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--chains", type=positive_int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--devices", type=int, default=4, help="virtual CPU devices")
+    parser.add_argument("--devices", type=positive_int, default=4, help="virtual CPU devices")
     parser.add_argument("--svi-layout", default=None, help='e.g. "sample=1,data=4" (default: all)')
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--quick", action="store_true", help="20 products x 10 periods, short")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    fill_unset(args, QUICK if args.quick else FULL)
+    check_writable(parser, Path(args.out))
+    return args
 
 
 def main(argv=None) -> dict:
@@ -52,11 +79,7 @@ def main(argv=None) -> dict:
     from samplepar import compare, mcmc
     from samplepar.svi_methods import SVI_METHODS
 
-    if args.quick:
-        args.products, args.periods, args.categories = [20], 10, 2
-        args.svi_steps, args.draws, args.nuts_warmup, args.nuts_samples = 400, 200, 150, 100
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     methods = tuple(args.methods) if args.methods else tuple(SVI_METHODS)
     panels = []
     for num_products in args.products:
@@ -85,7 +108,8 @@ def main(argv=None) -> dict:
         "quick": args.quick,
         "panels": panels,
     }
-    (out / "uncertainty.json").write_text(json.dumps(report, indent=2))
+    name = "uncertainty-quick.json" if args.quick else "uncertainty.json"
+    (out / name).write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
     return report
 
