@@ -56,7 +56,7 @@ def check_workdir(path: str | os.PathLike, min_free_bytes: int = 0) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
-        problem = "is not writable" if existing == path else "cannot be created"
+        problem = "is not writable" if existing == path.absolute() else "cannot be created"
         raise WorkdirError(
             f"workdir {path} {problem} ({error.strerror or error}); "
             "choose a --workdir on a writable file system"
