@@ -24,9 +24,11 @@ def initialize(
     cluster detection (SLURM, Open MPI, Kubernetes, ...) is tried when ``auto`` clusters are
     present. On the CPU, collectives go through gloo.
 
-    A process that stops sending heartbeats for ``heartbeat_timeout_s`` seconds (killed, its
-    host lost) is declared dead and the others stop with an error instead of waiting in a
-    collective; JAX's default (100 s) is lowered so a dead peer is noticed within a minute.
+    A process that stops sending heartbeats for ``heartbeat_timeout_s`` seconds (killed, hung,
+    its host lost) is declared dead and JAX ends the others (an abort with its own message)
+    instead of leaving them waiting; JAX's default (100 s) is lowered so a dead peer is noticed
+    within a minute. A killed peer is usually noticed sooner: the next collective fails, which
+    the command line reports as :func:`lost_peer`.
     ``shutdown_timeout_s`` bounds the wait for the others at exit.
     """
     timeouts = {
