@@ -43,3 +43,18 @@ def test_an_unwritable_output_folder_stops_the_parser(tmp_path, capsys):
         check_writable(argparse.ArgumentParser(prog="bench"), blocker / "results")
     assert info.value.code == 2
     assert f"cannot write to output directory {blocker / 'results'}" in capsys.readouterr().err
+
+
+def test_the_reference_fit_times_alone_and_refuses_bad_sizes(capsys):
+    import reference_demand
+
+    rate = reference_demand.main(
+        ["--products", "8", "--periods", "6", "--categories", "2"]
+        + ["--steps", "3", "--rounds", "2"]
+    )
+    assert rate > 0
+    assert "published model, 48 observations:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        reference_demand.main(["--products", "2", "--categories", "5"])
+    assert info.value.code == 2
+    assert "--categories 5 is more than --products 2" in capsys.readouterr().err
