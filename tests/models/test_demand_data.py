@@ -170,6 +170,23 @@ def test_text_in_a_numeric_column_names_its_rows(table):
         validate(broken)
 
 
+def test_every_problem_of_a_table_is_named_at_once(tmp_path):
+    """A NaN, text and a repeated row in one CSV: one error lists all three, so the first fix
+    is not followed by a second refusal."""
+    path = tmp_path / "demand.csv"
+    path.write_text(HEADER + "a,x,1,2.0,3\na,x,2,,4\na,x,3,cheap,4\nb,y,1,1.0,5\nb,y,1,1.0,6\n")
+    with pytest.raises(DemandDataError) as info:
+        read_table(path)
+    assert str(info.value).splitlines() == [
+        "demand table has 3 problems:",
+        "  - column 'price' is missing a value in data row 1 (0-based; file line 3; 1 in all)",
+        "  - column 'price' must be numeric but holds text, e.g. 'cheap', in data row 2 "
+        "(0-based; file line 4; 1 in all)",
+        "  - each (product, period) must appear once; repeated in data rows 3, 4 "
+        "(0-based; file lines 5, 6; 2 in all)",
+    ]
+
+
 def test_a_header_only_table_has_no_rows(tmp_path):
     path = tmp_path / "demand.csv"
     path.write_text(HEADER)

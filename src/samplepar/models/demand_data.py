@@ -106,9 +106,10 @@ def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFra
 
     Raises :class:`DemandDataError` for a missing column, no rows, a NaN, a price or units that
     are not numbers, a price <= 0, negative or non-integer units, a product in two categories,
-    or a repeated (product, period). Rows are named as 0-based data rows (positions in the
-    table), with the first few shown and the count, and with their file lines when ``lines``
-    gives the line of each row (:func:`read_table` does for a CSV file).
+    or a repeated (product, period), naming every such problem the table has at once. Rows are
+    named as 0-based data rows (positions in the table), with the first few shown and the count,
+    and with their file lines when ``lines`` gives the line of each row (:func:`read_table` does
+    for a CSV file).
     """
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
@@ -119,43 +120,54 @@ def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFra
     if table.empty:
         raise DemandDataError("demand table has no rows: it holds the column names only")
     table = table.loc[:, list(COLUMNS)].reset_index(drop=True)
+    problems = []
+    missing = {column: table[column].isna().to_numpy() for column in COLUMNS}
     for column in COLUMNS:
-        empty = table[column].isna().to_numpy()
-        if empty.any():
-            raise DemandDataError(f"column {column!r} is missing a value in {_rows(empty, lines)}")
+        if missing[column].any():
+            problems.append(
+                f"column {column!r} is missing a value in {_rows(missing[column], lines)}"
+            )
+    numbers, known = {}, {}
     for column in ("price", "units"):
-        numbers = pd.to_numeric(table[column], errors="coerce")
-        text = numbers.isna().to_numpy()  # no value is missing (above): these are not numbers
+        values = pd.to_numeric(table[column], errors="coerce")
+        text = values.isna().to_numpy() & ~missing[column]
         if text.any():
-            raise DemandDataError(
+            problems.append(
                 f"column {column!r} must be numeric but holds text, e.g. "
                 f"{table[column][text].iloc[0]!r}, in {_rows(text, lines)}"
             )
-        table[column] = numbers
-    price = table["price"].to_numpy(np.float64)
-    bad = ~(price > 0) | ~np.isfinite(price)
+        numbers[column] = values.to_numpy(np.float64)
+        known[column] = ~(missing[column] | text)
+    price, units = numbers["price"], numbers["units"]
+    bad = known["price"] & (~(price > 0) | ~np.isfinite(price))
     if bad.any():
-        raise DemandDataError(
-            f"price must be positive and finite; it is not in {_rows(bad, lines)}"
-        )
-    units = table["units"].to_numpy(np.float64)
-    if (units < 0).any():
-        raise DemandDataError(f"units must be >= 0; negative in {_rows(units < 0, lines)}")
-    fractional = ~np.isfinite(units) | (units != np.round(units))
+        problems.append(f"price must be positive and finite; it is not in {_rows(bad, lines)}")
+    negative = known["units"] & (units < 0)
+    if negative.any():
+        problems.append(f"units must be >= 0; negative in {_rows(negative, lines)}")
+    fractional = known["units"] & (~np.isfinite(units) | (units != np.round(units)))
     if fractional.any():
-        raise DemandDataError(f"units must be whole counts; not in {_rows(fractional, lines)}")
+        problems.append(f"units must be whole counts; not in {_rows(fractional, lines)}")
     categories = table.groupby("product", sort=False)["category"].transform("nunique")
     if (categories > 1).any():
         products = table.loc[categories > 1, "product"].drop_duplicates().tolist()
-        raise DemandDataError(
+        problems.append(
             f"each product must lie in one category; {len(products)} product(s) "
             f"(e.g. {products[:_MAX_ROWS_SHOWN]}) have several, in "
             f"{_rows((categories > 1).to_numpy(), lines)}"
         )
-    repeated = table.duplicated(["product", "period"], keep=False).to_numpy()
+    keyed = ~(missing["product"] | missing["period"])
+    repeated = keyed & table.duplicated(["product", "period"], keep=False).to_numpy()
     if repeated.any():
-        raise DemandDataError(
+        problems.append(
             f"each (product, period) must appear once; repeated in {_rows(repeated, lines)}"
+        )
+    if len(problems) == 1:
+        raise DemandDataError(problems[0])
+    if problems:
+        raise DemandDataError(
+            f"demand table has {len(problems)} problems:\n"
+            + "\n".join(f"  - {p}" for p in problems)
         )
     return table.assign(price=price, units=units.astype(np.int64))
 
