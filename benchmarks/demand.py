@@ -243,12 +243,11 @@ def main(argv=None) -> dict:
         rounds["local"].append(run_svi(local_problem, seed_key, steps, local_settled)[0])
         its, _, _ = run_svi(one_block_problem, seed_key, 10 * steps, local_settled)
         rounds["one_block"].append(its)
-        for times, minibatch_problem, fraction in zip(
-            rounds["minibatch"], minibatch_problems, args.batch_fractions, strict=True
+        for times, minibatch_problem, batch in zip(
+            rounds["minibatch"], minibatch_problems, batch_blocks, strict=True
         ):  # as many observations as a full-batch round
-            times.append(
-                run_svi(minibatch_problem, seed_key, round(steps / fraction), local_settled)[0]
-            )
+            batch_steps = round(steps * num_blocks / batch)
+            times.append(run_svi(minibatch_problem, seed_key, batch_steps, local_settled)[0])
         rounds["reference"].append(reference_round())
     exp_seconds = min(exp_seconds, exp_pass_seconds(NUM_PARTICLES * num_obs))
     fast_its = float(np.median(rounds["fast"]))
