@@ -4,7 +4,9 @@
     python benchmarks/uncertainty.py --products 200       # one panel
     python benchmarks/uncertainty.py --quick              # 20 products x 10 periods
 
-Per panel it prints a table (one row per method), writes the plot of estimated vs true
+Per panel it prints a table (one row per method; its columns are described in
+``samplepar.compare.table``: ``sd_ratio_vs_ref`` below 1 means intervals narrower than NUTS's),
+writes the plot of estimated vs true
 elasticities ``elasticities_<P>.png``, the NUTS run ``nuts_<P>.nc`` and ``compare_<P>.json``
 under ``--out``; at the end it writes ``uncertainty.json`` (``uncertainty-quick.json`` with
 ``--quick``) there and prints it as one JSON line. Flags given beside ``--quick`` win over its
