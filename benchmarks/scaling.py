@@ -23,9 +23,12 @@ with the same work per process are also given relative to it.
 Target: sample weak efficiency at least 0.90.
 
     python benchmarks/scaling.py [--steps 20] [--rounds 3] [--only sample-weak ...]
+    python benchmarks/scaling.py --quick     # sample-weak and hybrid-strong, 1 round: a smoke run
 
 Prints a table, writes ``benchmarks/results/scaling.json`` and ``scaling.png`` (time per step of
-each configuration on 1 and 2 processes, and the efficiencies and speed-ups against ideal).
+each configuration on 1 and 2 processes, and the efficiencies and speed-ups against ideal);
+``--quick`` writes ``scaling-quick.json`` and ``scaling-quick.png``, and flags given beside it
+win over its settings.
 """
 
 from __future__ import annotations
@@ -146,24 +149,28 @@ def main() -> None:
         worker(layout, int(samples), int(batch), int(steps), connected == "1")
         return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import RESULTS, check_writable, emit, positive_int
+    from _common import RESULTS, check_writable, emit, fill_unset, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=positive_int, default=20)
+    parser.add_argument("--quick", action="store_true", help="a smoke run (about 2 minutes)")
+    parser.add_argument("--steps", type=positive_int, help="timed steps a run (default 20)")
     parser.add_argument("--only", choices=sorted(CONFIGS), nargs="+", help="default: all")
     parser.add_argument(
         "--rounds",
         type=positive_int,
-        default=3,
-        help="alternating 1- and 2-process runs per config",
+        help="alternating 1- and 2-process runs per config (default 3)",
     )
     args = parser.parse_args()
+    quick = {"steps": 5, "rounds": 1, "only": ["sample-weak", "hybrid-strong"]}
+    fill_unset(args, quick if args.quick else {"steps": 20, "rounds": 3})
+    control_rounds = args.rounds if args.quick else CONTROL_ROUNDS
+    output = "scaling-quick" if args.quick else "scaling"
     check_writable(parser, RESULTS)
 
     record = {"workload": "bnn-mlp", "cores_per_process": 1, "configs": {}}
     _, control_samples, _, control_batch, _, _ = CONFIGS["sample-weak"]
     alone, control = [], []
-    for _ in range(CONTROL_ROUNDS):  # alternating, so that drifting load hits both alike
+    for _ in range(control_rounds):  # alternating, so that drifting load hits both alike
         alone.append(run("none", 1, control_samples, control_batch, args.steps))
         control.append(run("none", 2, control_samples, control_batch, args.steps, connected=False))
     alone, control = statistics.median(alone), statistics.median(control)
@@ -196,8 +203,8 @@ def main() -> None:
         print(f"{name:<14} {t1 * 1e3:9.1f} {t2 * 1e3:9.1f} {ratio:7.3f}")
     if "sample-weak" in record["configs"]:
         record["weak_efficiency"] = record["configs"]["sample-weak"]["efficiency"]
-    plot(record, RESULTS / "scaling.png")
-    emit("scaling", record)
+    plot(record, RESULTS / f"{output}.png")
+    emit(output, record)
 
 
 if __name__ == "__main__":
