@@ -117,6 +117,18 @@ def test_batch_not_divisible_by_data_axis_is_refused():
         loss(params, jax.random.key(0), odd)
 
 
+def test_a_consumed_state_is_refused_instead_of_crashing():
+    # The step donates its state; on several devices reusing it had ended the process with a
+    # segmentation fault.
+    step, state, batch = build("sample=2,data=2")
+    key = jax.random.key(0)
+    new_state, _ = step(key, state, batch)
+    with pytest.raises(ValueError, match="this state was consumed by an earlier step"):
+        step(key, state, batch)
+    _, info = step(key, new_state, batch)
+    assert np.isfinite(float(info.loss))
+
+
 def test_fan_out_gradient_is_the_sum_of_the_copies_gradients():
     x = jax.numpy.arange(6.0).reshape(2, 3)
     weights = jax.random.normal(jax.random.key(0), (5, 2, 3))

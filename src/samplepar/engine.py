@@ -338,5 +338,6 @@ def build_step(
             out_shardings=(state_sharding, replicated(mesh)),
             donate_argnums=(1,),
             compiler_options=compiler_options,
-        )
+        ),
+        donated=1,
     )

@@ -318,14 +318,15 @@ def build(
         init=lambda p: engine.init(
             state_params(p, device_data.index), optimizer, mesh, param_specs=specs
         ),
-        step=BoundedDispatch(jax.jit(step, donate_argnums=(1,))),
+        step=BoundedDispatch(jax.jit(step, donate_argnums=(1,)), donated=1),
         steps=BoundedDispatch(
             jax.jit(
                 steps,
                 static_argnums=(3,),
                 donate_argnums=(1,),
                 out_shardings=(shardings, replicated(mesh)),
-            )
+            ),
+            donated=1,
         ),
         loss=loss,
         subsample=subsample,
