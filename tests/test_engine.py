@@ -108,6 +108,15 @@ def test_samples_not_divisible_by_layout_is_refused_early():
         engine.make_loss(particle, objectives.ELBO(), mesh.make_mesh("sample=4,data=2"), 6)
 
 
+def test_dataset_size_must_be_a_positive_count():
+    # 0 had dropped the data term and a negative size had reversed the gradient, silently.
+    family, params, particle, _ = toy_model.make()
+    m = mesh.make_mesh("sample=2")
+    for bad in (0, -1000, 2.5, True):
+        with pytest.raises(ValueError, match="dataset_size must be the number of examples"):
+            engine.make_loss(particle, objectives.ELBO(), m, 8, dataset_size=bad)
+
+
 def test_batch_not_divisible_by_data_axis_is_refused():
     family, params, particle, batch = toy_model.make()
     m = mesh.make_mesh("sample=2,data=4")

@@ -93,5 +93,23 @@ def test_global_batch_is_sharded_over_data():
     np.testing.assert_array_equal(np.asarray(batch["x"]), np.arange(16.0).reshape(8, 2))
 
 
+def test_global_batch_refuses_ragged_or_indivisible_rows():
+    m = mesh.make_mesh("sample=2,data=4")
+    with pytest.raises(
+        mesh.LayoutError, match=r"share their leading \(row\) axis; rows \['x'\]: 16, \['y'\]: 8"
+    ):
+        mesh.global_batch({"x": np.zeros((16, 3)), "y": np.zeros(8)}, m)
+    with pytest.raises(mesh.LayoutError, match="batch of 15 examples cannot be split over data=4"):
+        mesh.global_batch({"x": np.zeros((15, 3)), "y": np.zeros(15)}, m)
+
+
+def test_sample_counts_must_be_whole_numbers():
+    layout = mesh.parse_layout("sample=2")
+    for bad in (4.0, True, "4"):
+        with pytest.raises(mesh.LayoutError, match="must be a whole number of samples"):
+            mesh.check_num_samples(bad, layout)
+    mesh.check_num_samples(np.int64(4), layout)
+
+
 def test_process_slice_single_process_is_everything():
     assert mesh.process_slice(12, mesh.make_mesh("sample=2,data=4")) == slice(0, 12)

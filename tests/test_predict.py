@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from samplepar import checkpoint, mesh, predict, train
+from samplepar.bnn.predictive import sample_outputs
 
 CONFIG = train.TrainConfig(
     model="mlp", samples=4, eval_samples=4, eval_batch_size=100, layout="none", progress=False
@@ -32,6 +33,13 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(workdir):
     return predict.load_run(workdir, layout="sample=2,data=2")
+
+
+def test_sample_outputs_refuses_a_count_the_sample_axis_cannot_split(loaded):
+    # 6 draws on sample=2 would work; 3 had silently returned 2 draws.
+    run, _, _ = loaded
+    with pytest.raises(mesh.LayoutError, match="3 samples cannot be split over sample=2"):
+        sample_outputs(run.model, run.mesh, 3, "categorical", None)
 
 
 def test_layout_independent(loaded):

@@ -17,6 +17,7 @@ The key of global sample ``s`` is ``fold_in(rng_key, s)`` whatever device comput
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -194,6 +195,15 @@ def make_loss(
     layout = layout_of(mesh)
     check_num_samples(num_samples, layout)
     samples_per_shard = num_samples // layout.sample
+    if dataset_size is not None and (
+        isinstance(dataset_size, bool)
+        or not isinstance(dataset_size, numbers.Integral)
+        or dataset_size < 1
+    ):
+        raise ValueError(
+            "dataset_size must be the number of examples in the data set, a positive integer; "
+            f"got {dataset_size!r}"
+        )
 
     def shard_loss(params, rng_key, batch, data_scale):
         indices = sp_random.local_sample_indices(samples_per_shard, SAMPLE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import numpy as np
@@ -144,6 +145,9 @@ def check_num_samples(
     """Raises unless ``num_samples`` splits evenly over the sample axis; the message starts
     with ``setting`` (the option that set the count) when given, and suggests axis sizes that
     also divide ``other``, a second count the same axis must split."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+        named = setting or "num_samples"
+        raise LayoutError(f"{named} must be a whole number of samples, got {num_samples!r}")
     if num_samples < 1 or num_samples % layout.sample:
         both = math.gcd(max(num_samples, 1), other or 0)
         fits = [k for k in _divisors(both) if k <= 64]
@@ -194,8 +198,18 @@ def global_batch(local_batch, mesh: Mesh):
     """Assembles a global batch, sharded on ``data``, from this process's slice of it.
 
     Every process passes the rows ``process_slice(num_rows, mesh)`` of the global batch; in a
-    single process that is the whole batch.
+    single process that is the whole batch. Every leaf must have the same number of rows
+    (its leading axis), and in a single process they must split evenly over ``data``.
     """
+    leaves = jax.tree_util.tree_leaves_with_path(local_batch)
+    rows = {jax.tree_util.keystr(path): np.shape(leaf)[:1] for path, leaf in leaves}
+    if any(len(r) == 0 for r in rows.values()) or len(set(rows.values())) > 1:
+        listed = ", ".join(
+            f"{name or 'batch'}: {r[0] if r else 'a scalar'}" for name, r in rows.items()
+        )
+        raise LayoutError(f"the batch's arrays must share their leading (row) axis; rows {listed}")
+    if rows and jax.process_count() == 1:
+        check_batch_size(next(iter(rows.values()))[0], layout_of(mesh))
     sharding = data_sharding(mesh)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch

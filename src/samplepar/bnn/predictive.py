@@ -16,6 +16,7 @@ def sample_outputs(bayesian, mesh_, num_samples: int, likelihood: str, per_pass:
     (mean plus scaled noise) ``[S, B, H]``. Sample s uses ``fold_in(rng_key, s)``, so the result
     does not depend on the layout of ``mesh_``.
     """
+    mesh.check_num_samples(num_samples, mesh.layout_of(mesh_))
     per_shard = num_samples // mesh.layout_of(mesh_).sample
 
     def shard_outputs(params, rng_key, x):
