@@ -360,6 +360,35 @@ def test_local_latents_recover_offsets(groups):
     assert np.corrcoef(estimate, least_squares)[0, 1] > 0.95
 
 
+@pytest.mark.parametrize("num_groups", [203, 301])  # below and above the guide's 256 rows
+def test_local_latents_on_rows_that_do_not_split_evenly(num_groups):
+    """Rows padded to a multiple of the data axis: the same loss as on one device, and
+    posterior draws of every real row (both had failed on the padding)."""
+    groups = simulate_groups(num_groups, 4)
+    problems = {
+        layout: svi.build(
+            jax.random.key(0),
+            grouped_model,
+            groups,
+            model_kwargs={"num_rows": num_groups},
+            data_plate="rows",
+            mesh=make_mesh(layout),
+            num_particles=S,
+        )
+        for layout in ("none", "data=8")
+    }
+    key = jax.random.key(3)
+    losses = [float(p.loss(p.params, key, p.data)[0]) for p in problems.values()]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    for problem in problems.values():
+        params = problem.constrain(problem.params)
+        draws = svi.posterior_draws(jax.random.key(0), problem, params, 5)
+        assert draws["offset"].shape == (5, num_groups, 1)
+        mean_x = groups["x"].mean(axis=1, keepdims=True)
+        expected = draws["offset"] + draws["weight"][:, None, None] * mean_x
+        np.testing.assert_allclose(draws["row_mean"], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_local_params_are_taken_at_the_rows_before_the_particles_copies():
     """On data=8, a step on 8 rows holds an eighth of the local params and their AdamW moments
     per device (argument bytes: under the local params' size, data shard included; replicated,

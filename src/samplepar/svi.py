@@ -62,7 +62,6 @@ from samplepar.svi_sites import (
     constrain,
     data_plate_scale,
     data_rows,
-    kept_rows,
     local_param_axes,
     normal_draws,
     per_example,
@@ -246,7 +245,7 @@ def build(
     optimizer = default_optimizer() if optimizer is None else optimizer
     arrays, mask = pad_rows(data, layout_of(mesh).data)
     rows, num_rows, num_rows_padded = row_indices(int(mask.sum()), len(mask), mesh)
-    num_head = max(1, min(len(mask), 256))
+    num_head = max(1, min(int(mask.sum()), 256))  # real rows: a plate's subsample fits it
     head = {k: a[:num_head] for k, a in arrays.items()}
     params, transforms, local_axes = init_params(
         rng_key,
@@ -441,11 +440,11 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
     replays the model against it, so deterministic sites of local latents are
     computed from their rows' data (a guide's ``sample_posterior`` would use the rows it was
     set up on). The model's likelihood is not returned, so it is not computed. Padded rows are
-    dropped: sites in the data plate have one entry per row along its axis (deterministic sites
-    are taken to have no event dimensions). One process only.
+    dropped before the guide runs, so that the data plate's subsample is its ``num_rows`` rows.
+    One process only.
     """
 
-    def one_draw(rng_key, params, arrays, rows, kept):
+    def one_draw(rng_key, params, arrays, rows):
         kwargs = {**model_kwargs, **arrays}
         model_key, guide_key = jax.random.split(rng_key)
         guide_trace = trace(
@@ -459,14 +458,15 @@ def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_row
             if site["type"] == "deterministic" or (
                 site["type"] == "sample" and not site["is_observed"]
             ):
-                values[name] = kept_rows(site, data_plate, kept)
+                values[name] = site["value"]
         return values
 
     @functools.partial(jax.jit, static_argnums=(2, 4))
     def draw_rows(rng_key, params, num_draws: int, data: Rows, num_kept: int):
         kept = jnp.flatnonzero(data.mask, size=num_kept)
+        arrays = jax.tree.map(lambda a: a[kept], data.arrays)
         keys = jax.random.split(rng_key, num_draws)
-        return jax.lax.map(lambda key: one_draw(key, params, data.arrays, data.index, kept), keys)
+        return jax.lax.map(lambda key: one_draw(key, params, arrays, data.index[kept]), keys)
 
     def draw(rng_key, params, num_draws: int):
         if jax.process_count() > 1:

@@ -165,19 +165,3 @@ class normal_draws(Messenger):
 def constrain(params: dict, transforms: dict) -> dict:
     """Maps unconstrained params to their constraints' spaces."""
     return {name: transforms[name](value) for name, value in params.items()}
-
-
-def kept_rows(site, data_plate: str, kept) -> jax.Array:
-    """A site's value taken at the ``kept`` positions along its data plate's axis, if any."""
-    value = jnp.asarray(site["value"])
-    frame = plate_frame(site, data_plate)
-    if frame is None:
-        return value
-    event_dim = len(site["fn"].event_shape) if site["type"] == "sample" else 0
-    axis = value.ndim - event_dim + frame.dim
-    if axis < 0 or value.shape[axis] != frame.size:
-        raise ValueError(
-            f"site {site['name']!r} of shape {value.shape} has no axis of the {frame.size} rows "
-            f"of plate {data_plate!r} at dim {frame.dim}"
-        )
-    return jnp.take(value, kept, axis=axis)
