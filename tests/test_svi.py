@@ -213,6 +213,49 @@ def test_rejects_latents_in_data_plate_and_missing_plate():
         problem.loss(problem.params, jax.random.key(0), problem.data)
 
 
+def _likelihood_outside_plate(x, y=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    with numpyro.plate("obs", x.shape[0]):
+        mean = numpyro.deterministic("mean", w * x)
+    numpyro.sample("y", dist.Normal(mean, 1.0).to_event(1), obs=y)
+
+
+def _factor_outside_plate(x, y=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    with numpyro.plate("obs", x.shape[0]):
+        pass
+    numpyro.factor("y", dist.Normal(w * x, 1.0).log_prob(y).sum())
+
+
+def _global_observation(x, y=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    numpyro.sample("w_measured", dist.Normal(w, 1.0), obs=0.5)  # not the rows' data
+    with numpyro.plate("obs", x.shape[0]):
+        numpyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+
+
+@pytest.mark.parametrize("model", [_likelihood_outside_plate, _factor_outside_plate])
+@pytest.mark.parametrize("layout", ["none", "data=4"])
+def test_rows_scored_outside_the_data_plate_are_refused(model, layout):
+    # Averaged over the devices and unscaled in mini-batches, such a likelihood had silently
+    # widened the posterior with the device count.
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    problem = svi.build(jax.random.key(0), model, {"x": x, "y": 2 * x}, mesh=make_mesh(layout))
+    with pytest.raises(ValueError, match="observed site 'y' holds the rows' data but lies outside"):
+        problem.loss(problem.params, jax.random.key(1), problem.data)
+
+
+def test_a_global_observation_outside_the_data_plate_is_counted_once():
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    losses = []
+    for layout in ("none", "data=4"):
+        problem = svi.build(
+            jax.random.key(0), _global_observation, {"x": x, "y": 2 * x}, mesh=make_mesh(layout)
+        )
+        losses.append(float(problem.loss(problem.params, jax.random.key(1), problem.data)[0]))
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
 def test_fit_names_the_step_of_a_non_finite_loss(demand):
     problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
     with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):

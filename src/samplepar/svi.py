@@ -48,7 +48,7 @@ from numpyro.infer.autoguide import AutoNormal
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
 from samplepar.dispatch import BoundedDispatch
-from samplepar.mesh import Layout, global_batch, layout_of, make_mesh, replicated
+from samplepar.mesh import DATA, Layout, global_batch, layout_of, make_mesh, replicated
 from samplepar.objectives import Objective, RenyiELBO
 from samplepar.svi_rows import (
     Rows,
@@ -64,10 +64,12 @@ from samplepar.svi_sites import (
     data_rows,
     local_param_axes,
     normal_draws,
+    observed_data,
     per_example,
     plate_frame,
     site_log_prob,
     take_rows,
+    varies_over,
 )
 
 PyTree = Any
@@ -199,6 +201,14 @@ def make_particle(
                     continue
                 frame = plate_frame(site, data_plate)
                 if frame is None:
+                    if site["is_observed"] and varies_over(observed_data(site), DATA):
+                        raise ValueError(
+                            f"observed site {site['name']!r} holds the rows' data but lies "
+                            f"outside the data plate {data_plate!r}: declare it inside "
+                            f"numpyro.plate({data_plate!r}, ...), so that the devices' rows "
+                            "are summed and a mini-batch is scaled to the data set (outside "
+                            "it, its log-likelihood would be averaged over the devices)"
+                        )
                     global_term = global_term + sign * jnp.sum(site_log_prob(site))
                 elif site["is_observed"] or full_size:
                     per_row = per_row + sign * per_example(site, frame, mask.shape[0], scale)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from numpyro import distributions as dist
+from numpyro.distributions.distribution import Unit
 from numpyro.primitives import Messenger
 
 from samplepar import random as sp_random
@@ -165,3 +166,21 @@ class normal_draws(Messenger):
 def constrain(params: dict, transforms: dict) -> dict:
     """Maps unconstrained params to their constraints' spaces."""
     return {name: transforms[name](value) for name, value in params.items()}
+
+
+def varies_over(value, axis_name: str) -> bool:
+    """Whether ``value``, inside ``shard_map``, differs between the devices along ``axis_name``
+    (it derives from arrays sharded over it): JAX tracks this as the value's varying axes."""
+    aval = jax.typeof(value)
+    kind = getattr(aval, "manual_axis_type", None)  # jax 0.10; earlier versions: ``vma``
+    varying = kind.varying if kind is not None else getattr(aval, "vma", frozenset())
+    return axis_name in varying
+
+
+def observed_data(site):
+    """What an observed site scores: its value, or for ``numpyro.factor`` (a ``Unit``
+    distribution, whose value is empty) the log factor."""
+    fn = site["fn"]
+    while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution)):
+        fn = fn.base_dist
+    return fn.log_factor if isinstance(fn, Unit) else site["value"]
