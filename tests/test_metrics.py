@@ -205,3 +205,57 @@ def test_stats_reduce_across_devices_with_psum():
     got = fn(put(probs, spec(None, "data")), put(labels, spec("data")))
     want = class_stats(probs, labels)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+def test_out_of_range_labels_raise_when_concrete_and_give_nan_nll_when_traced():
+    probs, labels = _probs(10, b=8)
+    labels[[1, 4]] = [-1, C]
+    with pytest.raises(
+        ValueError, match=r"labels must lie in 0\.\.3; got \[-1, 4\] at positions \[1, 4\]"
+    ):
+        ClassificationStats.from_predictions(probs, labels)
+    assert np.isnan(class_stats(probs, labels).nll)
+    # masked-out rows may hold anything
+    mask = np.ones(8, bool)
+    mask[[1, 4]] = False
+    got = ClassificationStats.from_predictions(probs, labels, mask).compute()
+    want = _reference(probs[:, mask], labels[mask])
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_predictions_in_the_other_space_than_log_space_says_are_refused():
+    probs, labels = _probs(11)
+    with pytest.raises(
+        ValueError, match=r"in \[-.*, 0\]: these look like log-probabilities; pass log_space=True"
+    ):
+        ClassificationStats.from_predictions(np.log(probs), labels)
+    with pytest.raises(ValueError, match="look like probabilities; pass log_space=False"):
+        ClassificationStats.from_predictions(probs, labels, log_space=True)
+    with pytest.raises(ValueError, match="pass log_space=True"):
+        uncertainty(np.log(probs))
+    # valid inputs, rounding included, pass eagerly and give the jitted statistics
+    eager = ClassificationStats.from_predictions(probs * (1 + 1e-7), labels)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), eager, class_stats(probs, labels)
+    )
+    np.testing.assert_allclose(
+        uncertainty(np.log(probs), log_space=True)["entropy"],
+        uncertainty(probs)["entropy"],
+        rtol=1e-5,
+    )
+
+
+def test_regression_refuses_mismatched_shapes_and_levels():
+    samples, targets = np.zeros((5, 6, 1), np.float32), np.zeros(6, np.float32)
+    for fn in (RegressionStats.from_samples, regression_stats):
+        with pytest.raises(
+            ValueError, match=r"targets of shape \(6,\) do not match samples of shape \(5, 6, 1\)"
+        ):
+            fn(samples, targets)
+    with pytest.raises(ValueError, match=r"levels must lie in \(0, 1\), got \(1\.5,\)"):
+        RegressionStats.from_samples(samples, targets[:, None], levels=(1.5,))
+    one_level = RegressionStats.from_samples(samples, targets[:, None], levels=(0.8,))
+    with pytest.raises(ValueError, match="cannot merge RegressionStats of 2 and 1 levels"):
+        RegressionStats.empty().merge(one_level)
+    np.testing.assert_array_equal(RegressionStats.empty(1).merge(one_level).covered, [6.0])

@@ -47,10 +47,58 @@ def _entropy(log_p: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
 
 
+def _check_space(predictions, log_space: bool, tol: float = 1e-5) -> None:
+    """Raise when concrete ``predictions`` cannot be what ``log_space`` says (probabilities in
+    [0, 1], or log-probabilities <= 0): the other reading gives plausible but wrong numbers.
+    Traced values pass; NaN (e.g. masked padding) is ignored."""
+    if isinstance(predictions, jax.core.Tracer):
+        return
+    values = np.asarray(predictions, np.float64)
+    low, high = np.nanmin(values, initial=0.0), np.nanmax(values, initial=0.0)
+    if log_space and high > tol:
+        raise ValueError(
+            f"log_space=True needs log-probabilities <= 0, got values up to {high:.4g}: "
+            "these look like probabilities; pass log_space=False"
+        )
+    if not log_space and (low < -tol or high > 1 + tol):
+        raise ValueError(
+            f"log_space=False needs probabilities in [0, 1], got values in [{low:.4g}, "
+            f"{high:.4g}]: these look like log-probabilities; pass log_space=True"
+        )
+
+
+def check_labels(labels, num_classes: int, mask=None) -> None:
+    """Raise when concrete ``labels [B]`` (rows where ``mask``) lie outside ``0..num_classes-1``:
+    as indices, -1 would silently read the last class. Traced labels pass."""
+    if isinstance(labels, jax.core.Tracer):
+        return
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= num_classes)
+    if mask is not None and not isinstance(mask, jax.core.Tracer):
+        bad &= np.asarray(mask, bool)
+    where = np.flatnonzero(bad)
+    if where.size:
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1}; got {labels[where][:5].tolist()} at "
+            f"positions {where[:5].tolist()}" + (" ..." if where.size > 5 else "")
+        )
+
+
+def label_log_prob(log_p: jax.Array, labels: jax.Array) -> jax.Array:
+    """``log_p [B, C]`` at ``labels [B]``; NaN where a label lies outside ``0..C-1``: traced
+    labels cannot raise, and a NaN stops training where a wrapped index reads another class."""
+    num_classes = log_p.shape[-1]
+    labels = labels.astype(jnp.int32)
+    index = jnp.clip(labels, 0, num_classes - 1)[:, None]
+    picked = jnp.take_along_axis(log_p, index, axis=-1)[:, 0]
+    return jnp.where((labels >= 0) & (labels < num_classes), picked, jnp.nan)
+
+
 def uncertainty(predictions: jax.Array, log_space: bool = False) -> dict[str, jax.Array]:
     """Per-example ``log_mean [B, C]`` (log of the model average), ``entropy [B]`` (total) and
     ``mutual_information [B]`` (entropy minus the mean per-sample entropy: the epistemic part)
-    from ``predictions [S, B, C]``."""
+    from ``predictions [S, B, C]``; concrete inputs are checked against ``log_space``."""
+    _check_space(predictions, log_space)
     log_p = predictions if log_space else jnp.log(predictions)
     log_mean = jax.nn.logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
     entropy = _entropy(log_mean)
@@ -89,7 +137,10 @@ class ClassificationStats(NamedTuple):
         num_bins: int = NUM_BINS,
     ) -> ClassificationStats:
         """Statistics of ``predictions [S, B, C]`` (probabilities, or log-probabilities when
-        ``log_space``) against ``labels [B]`` int, counting only rows where ``mask [B]``."""
+        ``log_space``) against ``labels [B]`` int, counting only rows where ``mask [B]``.
+
+        Concrete labels outside ``0..C-1`` raise; traced ones give a NaN ``nll``."""
+        check_labels(labels, predictions.shape[-1], mask)
         mask = _mask(mask, labels.shape[0])
         u = uncertainty(predictions, log_space)
         probs = jnp.exp(u["log_mean"])
@@ -101,7 +152,7 @@ class ClassificationStats(NamedTuple):
         return cls(
             count=_masked_sum(jnp.ones_like(confidence), mask),
             correct=_masked_sum(correct, mask),
-            nll=_masked_sum(-jnp.take_along_axis(u["log_mean"], labels[:, None], -1)[:, 0], mask),
+            nll=_masked_sum(-label_log_prob(u["log_mean"], labels), mask),
             brier=_masked_sum(jnp.sum((probs - onehot) ** 2, axis=-1), mask),
             entropy=_masked_sum(u["entropy"], mask),
             mutual_information=_masked_sum(u["mutual_information"], mask),
@@ -173,6 +224,13 @@ class RegressionStats(NamedTuple):
 
         ``levels``: central interval probabilities, e.g. 0.9 for the 5%-95% sample quantiles.
         """
+        if targets.shape != samples.shape[1:]:
+            raise ValueError(
+                f"targets of shape {targets.shape} do not match samples of shape "
+                f"{samples.shape}: they must be samples.shape[1:]"
+            )
+        if not all(0 < level < 1 for level in levels):
+            raise ValueError(f"levels must lie in (0, 1), got {levels}")
         mask = _mask(mask, targets.shape[0])
         quantiles = jnp.asarray([q for a in levels for q in ((1 - a) / 2, (1 + a) / 2)])
         bounds = jnp.quantile(samples, quantiles, axis=0).reshape((len(levels), 2) + targets.shape)
@@ -186,6 +244,11 @@ class RegressionStats(NamedTuple):
         )
 
     def merge(self, other: RegressionStats) -> RegressionStats:
+        if self.covered.shape != other.covered.shape:
+            raise ValueError(
+                f"cannot merge RegressionStats of {self.covered.shape[0]} and "
+                f"{other.covered.shape[0]} levels; use the same levels for both"
+            )
         return jax.tree.map(jnp.add, self, other)
 
     def compute(self) -> dict[str, jax.Array]:

@@ -129,6 +129,8 @@ def test_gaussian_likelihood_fixed_and_learned_noise():
     np.testing.assert_allclose(scale, 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="do not match the model's output shape"):
         learned.log_lik_fn(weights, {"x": X, "y": y[:, :1]}, None)
+    with pytest.raises(ValueError, match=r"shape \(2, 8\) do not match .* shape \(8, 2\)"):
+        learned.log_lik_fn(weights, {"x": X, "y": y.T}, None)  # same size, transposed
 
 
 def test_bad_inputs_are_named():
@@ -145,6 +147,53 @@ def test_bad_inputs_are_named():
     with_aug = bayesianize(linen_model(), augment=lambda key, x, idx: x)
     with pytest.raises(ValueError, match="'index'"):
         with_aug.log_lik_fn(weights, {"x": X, "y": Y}, jax.random.key(0))
+
+
+def test_out_of_range_labels_raise_when_concrete_and_give_nan_when_traced():
+    bm = bayesianize(linen_model())
+    weights = draw(bm, bm.init_params(jax.random.key(0), X[:1]))
+    bad = {"x": X, "y": Y.at[jnp.array([2, 5])].set(jnp.array([-1, 3]))}
+    with pytest.raises(ValueError, match=r"0\.\.2; got \[-1, 3\] at positions \[2, 5\]"):
+        bm.log_lik_fn(weights, bad, None)
+    got = np.asarray(jax.jit(bm.log_lik_fn)(weights, bad, None))
+    assert np.isnan(got[[2, 5]]).all()  # not the last class's log-probability
+    keep = [0, 1, 3, 4, 6, 7]
+    want = np.asarray(bm.log_lik_fn(weights, BATCH, None))
+    np.testing.assert_allclose(got[keep], want[keep], rtol=1e-6)
+
+
+class LinenDropout(nn.Module):
+    deterministic: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(nn.Dropout(0.5, deterministic=self.deterministic)(x))
+
+
+class NnxDropout(nnx.Module):
+    def __init__(self, rngs):
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.out = nnx.Linear(6, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.drop(x))
+
+
+@pytest.mark.parametrize("model_fn", [LinenDropout, lambda: NnxDropout(nnx.Rngs(0))])
+def test_models_drawing_random_numbers_are_refused_with_the_fix(model_fn):
+    advice = r"Dropout.*not supported.*deterministic=True \(linen\) or call model.eval\(\) \(nnx\)"
+    with pytest.raises(ValueError, match=advice):
+        bayesianize(model_fn()).init_params(jax.random.key(0), X[:1])
+    model = model_fn()
+    if isinstance(model, nn.Module):
+        model = LinenDropout(deterministic=True)
+        expected = model.apply(model.init(jax.random.key(0), X[:1]), X)
+    else:
+        model.eval()
+        expected = model(X)
+    bm = bayesianize(model, init_scale=1e-8)
+    weights = draw(bm, bm.init_params(jax.random.key(0), X[:1]))
+    np.testing.assert_allclose(bm.predict_fn(weights, X), expected, atol=1e-6)
 
 
 def test_models_with_running_statistics_are_refused():

@@ -16,15 +16,17 @@ example indices, so an example's augmentation does not depend on how the batch i
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import linen, nnx
+from flax import errors, linen, nnx
 
 from samplepar.bnn.partition import PathPredicate, leaf_paths, partitioned
+from samplepar.metrics import check_labels, label_log_prob
 from samplepar.variational import Family, mean_field_normal
 
 PyTree = Any
@@ -89,6 +91,19 @@ def _check_selection(deterministic, paths: list[tuple[str, ...]]) -> None:
             )
 
 
+@contextlib.contextmanager
+def _refusing_random_layers(model) -> Iterator[None]:
+    """Turn flax's obscure error for a layer that draws random numbers (Dropout) into advice."""
+    try:
+        yield
+    except (errors.InvalidRngError, errors.TraceContextError) as error:
+        raise ValueError(
+            f"{type(model).__name__} draws random numbers in its forward pass (e.g. Dropout); "
+            "stochastic layers are not supported, a BNN's only randomness is its weight "
+            "posterior: build the model with deterministic=True (linen) or call model.eval() (nnx)"
+        ) from error
+
+
 def _model_functions(model) -> tuple[Callable, Callable]:
     """``(init_weights(rng_key, example_x) -> tree, apply(tree, x) -> output)``."""
     if isinstance(model, linen.Module):
@@ -135,15 +150,19 @@ def bayesianize(
 ) -> BayesianModel:
     """A :class:`BayesianModel` of ``model``; the model itself is not changed.
 
-    ``likelihood``: ``"categorical"`` (logits ``[B, C]``, labels ``y`` ``[B]``) or
-    ``"gaussian"`` (mean of the target's shape; ``noise_scale`` fixed, or learned as a point
-    estimate starting at 1 when ``None``). ``init_scale``: posterior standard deviation at
-    initialisation; ``prior_scale``: prior standard deviation. ``deterministic``: layer names
-    (or a predicate on a parameter's path tuple) kept as point estimates. ``augment(rng_key, x,
-    example_indices) -> x`` is applied to the inputs before each forward pass.
+    ``likelihood``: ``"categorical"`` (logits ``[B, C]``, labels ``y`` ``[B]`` in ``0..C-1``:
+    others raise when concrete and, traced under ``jit``, give a NaN log-likelihood that stops
+    training rather than wrapping to another class) or ``"gaussian"`` (mean of the target's
+    shape; ``noise_scale`` fixed, or learned as a point estimate starting at 1 when ``None``).
+    ``init_scale``: posterior standard deviation at initialisation; ``prior_scale``: prior
+    standard deviation. ``deterministic``: layer names (or a predicate on a parameter's path
+    tuple) kept as point estimates. ``augment(rng_key, x, example_indices) -> x`` is applied to
+    the inputs before each forward pass.
 
     For an nnx model the posterior mean starts at the module's current weights (``rng_key`` of
-    ``init_params`` is unused); its non-parameter state is held constant.
+    ``init_params`` is unused); its non-parameter state is held constant. The forward pass must
+    be deterministic: build Dropout with ``deterministic=True`` (linen) or call ``model.eval()``
+    (nnx).
     """
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
@@ -164,11 +183,12 @@ def bayesianize(
         return out, jnp.broadcast_to(scale, out.shape)
 
     def init_params(rng_key, example_x):
-        weights = {"model": init_weights(rng_key, example_x)}
-        if learned_noise:
-            weights[NOISE] = jnp.float32(math.log(math.expm1(1.0)))
-        _check_selection(deterministic, leaf_paths(weights))
-        out = jax.eval_shape(predict_fn, weights, example_x)
+        with _refusing_random_layers(model):
+            weights = {"model": init_weights(rng_key, example_x)}
+            if learned_noise:
+                weights[NOISE] = jnp.float32(math.log(math.expm1(1.0)))
+            _check_selection(deterministic, leaf_paths(weights))
+            out = jax.eval_shape(predict_fn, weights, example_x)
         if likelihood == "categorical" and jnp.ndim(out) != 2:
             raise ValueError(
                 f"categorical likelihood needs logits [B, C]; the model returns shape {out.shape}"
@@ -196,16 +216,16 @@ def _categorical(logits: jax.Array, y: jax.Array) -> jax.Array:
             f"categorical likelihood needs integer labels y of shape {logits.shape[:1]}, "
             f"got {y.dtype} {y.shape}"
         )
-    log_p = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(log_p, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    check_labels(y, logits.shape[-1])
+    return label_log_prob(jax.nn.log_softmax(logits, axis=-1), y)
 
 
 def _gaussian(mean: jax.Array, scale: jax.Array, y: jax.Array) -> jax.Array:
-    if y.size != mean.size:
+    if y.shape != mean.shape:
         raise ValueError(
             f"gaussian likelihood: targets y of shape {y.shape} do not match the model's "
             f"output shape {mean.shape}"
         )
-    z = (y.reshape(mean.shape) - mean) / scale
+    z = (y - mean) / scale
     log_p = -0.5 * z * z - jnp.log(scale) - 0.5 * _LOG_2PI
     return jnp.sum(log_p.reshape(mean.shape[0], -1), axis=1)
