@@ -206,11 +206,27 @@ def test_rejects_latents_in_data_plate_and_missing_plate():
         ValueError, match=r"latent site 'z' lies in the data plate 'obs'.*plate\('obs', 4"
     ):
         problem.loss(problem.params, jax.random.key(0), problem.data)
-    problem = svi.build(
-        jax.random.key(0), _plain_plate_model, data, mesh=make_mesh("none"), data_plate="rows"
-    )
-    with pytest.raises(ValueError, match="no plate named 'rows'"):
-        problem.loss(problem.params, jax.random.key(0), problem.data)
+    with pytest.raises(
+        ValueError, match=r"no plate named 'rows' \(data_plate\); its plates: \['obs'\]"
+    ):
+        svi.build(
+            jax.random.key(0), _plain_plate_model, data, mesh=make_mesh("none"), data_plate="rows"
+        )
+
+
+def _flax_model(x, y=None):
+    from flax import linen
+    from numpyro.contrib.module import flax_module
+
+    net = flax_module("net", linen.Dense(1), input_shape=(1, 1))
+    with numpyro.plate("obs", x.shape[0]):
+        numpyro.sample("y", dist.Normal(net(x[:, None])[:, 0], 1.0), obs=y)
+
+
+def test_pytree_params_are_refused_by_name():
+    data = {"x": np.ones(4, np.float32), "y": np.zeros(4, np.float32)}
+    with pytest.raises(ValueError, match=r"param site 'net\$params' holds a dict, not an array"):
+        svi.build(jax.random.key(0), _flax_model, data, mesh=make_mesh("none"))
 
 
 def _likelihood_outside_plate(x, y=None):
@@ -254,6 +270,24 @@ def test_a_global_observation_outside_the_data_plate_is_counted_once():
         )
         losses.append(float(problem.loss(problem.params, jax.random.key(1), problem.data)[0]))
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_counts_are_checked_by_name_and_a_layout_may_name_the_mesh():
+    data = {"x": np.ones(8, np.float32), "y": np.zeros(8, np.float32)}
+    for settings, message in [
+        ({"num_particles": 0}, "num_particles must be an integer >= 1, got 0"),
+        ({"batch_size": 4.0}, "batch_size must be an integer >= 1, got 4.0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            svi.build(jax.random.key(0), _global_observation, data, **settings)
+    problem = svi.build(jax.random.key(0), _global_observation, data, mesh="sample=2,data=2")
+    assert dict(problem.data.mask.sharding.mesh.shape) == {"sample": 2, "data": 2}
+    for settings, message in [
+        ({"num_steps": -5}, "num_steps must be an integer >= 0, got -5"),
+        ({"num_steps": 5, "checkpoint_every": 0}, "checkpoint_every must be an integer >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            svi.fit(jax.random.key(1), problem, progress_bar=False, **settings)
 
 
 def test_fit_names_the_step_of_a_non_finite_loss(demand):

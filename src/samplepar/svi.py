@@ -105,6 +105,12 @@ class FitResult(NamedTuple):
     losses: np.ndarray  # [num_steps] loss of every step taken
 
 
+def check_count(name: str, value, minimum: int = 1) -> None:
+    """Raises a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def default_optimizer(
     learning_rate: float = 0.01,
     decay_steps: int = 1000,
@@ -137,9 +143,17 @@ def init_params(
             guide_params,
         )
     ).get_trace(**model_kwargs)
+    data_plate_scale(model_trace, data_plate)  # the plate exists: named now, not at a step
     params, transforms = {}, {}
     for site in list(model_trace.values()) + list(guide_trace.values()):
         if site["type"] == "param":
+            if not isinstance(site["value"], (jax.Array, np.ndarray, float, int)):
+                raise ValueError(
+                    f"param site {site['name']!r} holds a {type(site['value']).__name__}, not "
+                    "an array: pytree-valued params (numpyro.contrib.module's flax_module, "
+                    "AutoIAFNormal, AutoBNAFNormal) are not supported; use array params and a "
+                    "guide such as AutoNormal or AutoLowRankMultivariateNormal"
+                )
             transform = biject_to(site["kwargs"].get("constraint", constraints.real))
             transforms[site["name"]] = transform
             value = jnp.asarray(transform.inv(site["value"]))
@@ -242,16 +256,21 @@ def build(
     """Sets up sharded SVI of ``model`` on ``data`` (arrays ``[N, ...]``) over ``mesh``.
 
     ``model(**model_kwargs, **data)`` must run; ``model_kwargs`` are replicated (static sizes,
-    small arrays). ``guide`` defaults to ``AutoNormal(model)``; ``mesh`` to every device on
-    ``data``; ``optimizer`` to :func:`default_optimizer`. ``rng_key`` draws the initial params.
-    In a multi-process run each process passes its own consecutive slice of the rows.
+    small arrays). ``guide`` defaults to ``AutoNormal(model)``; ``mesh`` (a Mesh or a layout
+    such as ``"sample=2,data=4"``) to every device on ``data``; ``optimizer`` to
+    :func:`default_optimizer`. ``rng_key`` draws the initial params. In a multi-process run
+    each process passes its own consecutive slice of the rows.
     With ``rows_argument``, mini-batch steps give the model its shard's arrays whole and the
     drawn rows' positions in them as that keyword argument, for a model that reads its rows
     itself (without gathering the batch first; full-batch steps and draws do not pass it).
     """
+    check_count("num_particles", num_particles)
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
     model_kwargs = dict(model_kwargs or {})
     guide = AutoNormal(model) if guide is None else guide
-    mesh = make_mesh(Layout(1, jax.device_count())) if mesh is None else mesh
+    if mesh is None or isinstance(mesh, str):
+        mesh = make_mesh(Layout(1, jax.device_count()) if mesh is None else mesh)
     optimizer = default_optimizer() if optimizer is None else optimizer
     arrays, mask = pad_rows(data, layout_of(mesh).data)
     rows, num_rows, num_rows_padded = row_indices(int(mask.sum()), len(mask), mesh)
@@ -370,8 +389,9 @@ def fit(
     run finds its latest checkpoint there and resumes from it, ending where an uninterrupted
     run ends. Raises FloatingPointError on a non-finite loss.
     """
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}")
+    check_count("num_steps", num_steps, minimum=0)
+    check_count("checkpoint_every", checkpoint_every)
+    check_count("steps_per_call", steps_per_call)
     state = svi.init(svi.params)
     losses: list[float] = []
     start = None if checkpoint_dir is None else checkpoint.latest_step(checkpoint_dir)

@@ -70,7 +70,10 @@ def data_plate_scale(model_trace, data_plate: str) -> tuple[float, bool]:
     """
     plate = model_trace.get(data_plate)
     if plate is None or plate["type"] != "plate":
-        raise ValueError(f"the model has no plate named {data_plate!r} (data_plate)")
+        plates = sorted(name for name, site in model_trace.items() if site["type"] == "plate")
+        raise ValueError(
+            f"the model has no plate named {data_plate!r} (data_plate); its plates: {plates}"
+        )
     size, subsample_size = plate["args"]
     if subsample_size is None:
         return 1.0, False

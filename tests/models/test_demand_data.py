@@ -187,6 +187,25 @@ def test_every_problem_of_a_table_is_named_at_once(tmp_path):
     ]
 
 
+def test_empty_damaged_boolean_and_huge_tables_are_named(tmp_path, table):
+    path = tmp_path / "demand.csv"
+    path.write_text("")
+    with pytest.raises(DemandDataError, match="demand.csv is empty: not even a header"):
+        read_table(path)
+    parquet = tmp_path / "demand.parquet"
+    parquet.write_bytes(b"not parquet")
+    with pytest.raises(DemandDataError, match="demand.parquet cannot be read as Parquet"):
+        read_table(parquet)
+    with pytest.raises(DemandDataError, match="column 'units' holds true/false values"):
+        validate(table.assign(units=table["units"] > 3))
+    huge = table.astype({"units": np.float64})
+    huge.loc[2, "units"] = 1e20  # cast to int64 it had become a negative count
+    with pytest.raises(
+        DemandDataError, match=r"units above 2\*\*53 cannot be counted exactly; in data row 2 "
+    ):
+        validate(huge)
+
+
 def test_a_header_only_table_has_no_rows(tmp_path):
     path = tmp_path / "demand.csv"
     path.write_text(HEADER)

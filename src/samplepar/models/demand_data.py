@@ -131,7 +131,10 @@ def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFra
     for column in ("price", "units"):
         values = pd.to_numeric(table[column], errors="coerce")
         text = values.isna().to_numpy() & ~missing[column]
-        if text.any():
+        if pd.api.types.is_bool_dtype(table[column]):
+            problems.append(f"column {column!r} holds true/false values, not numbers")
+            text = np.ones(len(table), bool)  # no value to check further
+        elif text.any():
             problems.append(
                 f"column {column!r} must be numeric but holds text, e.g. "
                 f"{table[column][text].iloc[0]!r}, in {_rows(text, lines)}"
@@ -148,6 +151,9 @@ def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFra
     fractional = known["units"] & (~np.isfinite(units) | (units != np.round(units)))
     if fractional.any():
         problems.append(f"units must be whole counts; not in {_rows(fractional, lines)}")
+    huge = known["units"] & np.isfinite(units) & (units > MAX_UNITS)
+    if huge.any():
+        problems.append(f"units above 2**53 cannot be counted exactly; in {_rows(huge, lines)}")
     categories = table.groupby("product", sort=False)["category"].transform("nunique")
     if (categories > 1).any():
         products = table.loc[categories > 1, "product"].drop_duplicates().tolist()
@@ -173,6 +179,7 @@ def validate(table: pd.DataFrame, lines: np.ndarray | None = None) -> pd.DataFra
 
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+MAX_UNITS = 2**53  # float64 counts exactly up to here
 
 
 def check_table_path(path: str | Path) -> Path:
@@ -191,8 +198,19 @@ def read_table(source: pd.DataFrame | str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DemandDataError(f"demand table {path} does not exist")
     if path.suffix.lower() == ".parquet":
-        return validate(pd.read_parquet(path))
-    table = pd.read_csv(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises its own types for a damaged file
+            raise DemandDataError(
+                f"demand table {path} cannot be read as Parquet: {error}"
+            ) from error
+        return validate(table)
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DemandDataError(f"demand table {path} is empty: not even a header") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DemandDataError(f"demand table {path} cannot be read as CSV: {error}") from error
     lines = _csv_lines(path)
     return validate(table, lines if len(lines) == len(table) else None)
 
