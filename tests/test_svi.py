@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec
 from numpyro.infer import RenyiELBO as NumpyroRenyi
 from numpyro.infer import Trace_ELBO
-from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+from numpyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
 
 from samplepar import checkpoint, svi
 from samplepar import random as sp_random
@@ -142,7 +142,9 @@ def test_normal_draws_are_numpyros_draws(monkeypatch):
     assert drawn == [(5,), (2, 3)]  # the Normal sites; the expanded and log-normal ones as before
 
 
-@pytest.mark.parametrize("make_guide", [AutoDiagonalNormal, AutoPairedNormal])
+@pytest.mark.parametrize(
+    "make_guide", [AutoDiagonalNormal, AutoMultivariateNormal, AutoPairedNormal]
+)
 def test_any_autoguide(demand, make_guide):
     """Other guides (NumPyro's, ours) run sharded and agree with NumPyro."""
     guide = make_guide(published_model)

@@ -42,6 +42,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from numpyro.distributions import biject_to, constraints
+from numpyro.distributions.distribution import validation_enabled
 from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.autoguide import AutoNormal
 
@@ -180,6 +181,11 @@ def make_particle(
     arrays.
     """
 
+    # NumPyro checks distribution arguments under jax.ensure_compile_time_eval, where a
+    # MultivariateNormal's check (a tril) cannot follow the device-varying parameters of a
+    # sharded step ("pvary should be called under jax.shard_map"); traced values are never
+    # refused by those checks anyway, so they are off while the particle is traced.
+    @validation_enabled(False)
     def particle(params, rng_key, batch: Rows):
         mask, rows = batch.mask, batch.index
         kwargs = {**model_kwargs, **batch.arrays}
