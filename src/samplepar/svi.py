@@ -95,7 +95,9 @@ class SVI(NamedTuple):
     subsample: Callable | None  # (rng_key, data) -> mini-batch; None for full-batch steps
     data: Rows  # every row, padded to N_padded
     constrain: Callable  # unconstrained params -> constrained params
-    guide: Any
+    guide: Any  # set up on the first (up to 256) rows; with local latents, tools that run a
+    # guide on every row (guides.psis_khat, numpyro's Predictive) need a fresh one, e.g.
+    # AutoNormal(model), with the fitted params
     draw: Callable  # (rng_key, constrained params, num_draws) -> {site: [num_draws, ...]}
     params_of: Callable  # TrainState.params -> unconstrained params, laid out as ``params``
 
