@@ -292,6 +292,22 @@ def test_counts_are_checked_by_name_and_a_layout_may_name_the_mesh():
             svi.fit(jax.random.key(1), problem, progress_bar=False, **settings)
 
 
+def test_fit_refuses_a_checkpoint_of_another_problem_and_warns_past_the_steps(tmp_path):
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    problem = svi.build(jax.random.key(0), _global_observation, {"x": x, "y": 2 * x})
+    svi.fit(jax.random.key(1), problem, 20, progress_bar=False, checkpoint_dir=tmp_path)
+    with pytest.warns(UserWarning, match="is at step 20, past the 10 steps asked"):
+        result = svi.fit(
+            jax.random.key(1), problem, 10, progress_bar=False, checkpoint_dir=tmp_path
+        )
+    assert int(result.state.step) == 20
+    with pytest.raises(checkpoint.CheckpointError, match="holds a fit of another problem"):
+        svi.fit(jax.random.key(2), problem, 30, progress_bar=False, checkpoint_dir=tmp_path)
+    other = svi.build(jax.random.key(0), _global_observation, {"x": x[:8], "y": 2 * x[:8]})
+    with pytest.raises(checkpoint.CheckpointError, match="'rows': 16.*'rows': 8"):
+        svi.fit(jax.random.key(1), other, 30, progress_bar=False, checkpoint_dir=tmp_path)
+
+
 def test_fit_names_the_step_of_a_non_finite_loss(demand):
     problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
     with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):

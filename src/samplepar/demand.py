@@ -16,6 +16,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 
 import jax
 import numpy as np
@@ -163,14 +164,16 @@ def fit_file(
         batch_size=batch_size,
         rows_argument=None if batch_size is None else BLOCK_INDEX,
     )
-    result = svi.fit(
-        jax.random.fold_in(key, 1),
-        problem,
-        steps,
-        progress_bar=progress,
-        checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=checkpoint_interval(steps),
-    )
+    with warnings.catch_warnings():  # a checkpoint past ``steps``: the summary says so
+        warnings.filterwarnings("ignore", "the checkpoint in .* past the", UserWarning)
+        result = svi.fit(
+            jax.random.fold_in(key, 1),
+            problem,
+            steps,
+            progress_bar=progress,
+            checkpoint_dir=workdir / "checkpoints",
+            checkpoint_every=checkpoint_interval(steps),
+        )
     posterior = svi.posterior_draws(jax.random.fold_in(key, 2), problem, result.params, draws)
     if batch_size is not None:
         posterior = draws_by_product(posterior, blocks)

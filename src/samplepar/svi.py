@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -402,11 +403,24 @@ def fit(
     check_count("steps_per_call", steps_per_call)
     state = svi.init(svi.params)
     losses: list[float] = []
+    problem = fit_identity(seed_key, svi)
     start = None if checkpoint_dir is None else checkpoint.latest_step(checkpoint_dir)
     if start is not None:
+        meta = checkpoint.restore_meta(checkpoint_dir, start)
+        if meta.get("problem", problem) != problem:  # older checkpoints hold none
+            raise checkpoint.CheckpointError(
+                f"{checkpoint_dir} holds a fit of another problem (stored {meta['problem']}, "
+                f"now {problem}); use another checkpoint_dir, or delete it to start again"
+            )
         state = checkpoint.restore(checkpoint_dir, start, state)
-        losses = list(checkpoint.restore_meta(checkpoint_dir, start)["losses"])
+        losses = list(meta["losses"])
     first = int(state.step)
+    if first > num_steps:
+        warnings.warn(
+            f"the checkpoint in {checkpoint_dir} is at step {first}, past the {num_steps} steps "
+            "asked: its state is returned",
+            stacklevel=2,
+        )
     seed_key = jax.device_put(seed_key, state.step.sharding)  # replicated once, not per step
     bar = progress.bar(num_steps, first, "svi", enabled=progress_bar)
     smoothed = progress.Smoothed()
@@ -442,13 +456,23 @@ def fit(
         if checkpoint_dir is not None and done == until:
             record(pending)
             pending = None
-            checkpoint.save(checkpoint_dir, done, state, {"losses": losses})
+            checkpoint.save(checkpoint_dir, done, state, {"losses": losses, "problem": problem})
     if pending is not None:
         record(pending)
     bar.close()
     return FitResult(
         state, svi.constrain(svi.params_of(state.params)), np.asarray(losses, np.float32)
     )
+
+
+def fit_identity(seed_key, svi: SVI) -> dict:
+    """What a resumed fit must share with the checkpoint's: the seed, the row count and every
+    param's shape (the same model, guide and data size; the layout may differ)."""
+    return {
+        "seed": np.asarray(jax.random.key_data(seed_key)).ravel().tolist(),
+        "rows": int(jnp.sum(svi.data.mask)),
+        "params": {name: list(np.shape(value)) for name, value in sorted(svi.params.items())},
+    }
 
 
 def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
