@@ -103,6 +103,11 @@ def test_global_batch_refuses_ragged_or_indivisible_rows():
         mesh.global_batch({"x": np.zeros((15, 3)), "y": np.zeros(15)}, m)
 
 
+def test_make_mesh_names_a_layout_of_the_wrong_type():
+    with pytest.raises(mesh.LayoutError, match="layout must be a string such as"):
+        mesh.make_mesh(8)
+
+
 def test_sample_counts_must_be_whole_numbers():
     layout = mesh.parse_layout("sample=2")
     for bad in (4.0, True, "4"):

@@ -61,3 +61,7 @@ def test_bad_scales_are_refused():
         variational.mean_field_normal(init_scale=0.0)
     with pytest.raises(ValueError, match="prior_scale"):
         variational.mean_field_normal(prior_scale=-1.0)
+    with pytest.raises(ValueError, match="init_scale must be a finite positive number"):
+        variational.mean_field_normal(init_scale=float("inf"))
+    with pytest.raises(ValueError, match="init_scale must be a finite positive number >= 1e-30"):
+        variational.mean_field_normal(init_scale=1e-40)  # its log-density overflows float32

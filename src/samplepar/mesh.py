@@ -104,6 +104,10 @@ def make_mesh(layout: str | Layout | None = None, devices=None) -> Mesh:
     processes, the ``data`` axis is split across processes where it can be (so each process loads
     only its own rows), otherwise the ``sample`` axis is.
     """
+    if not (layout is None or isinstance(layout, (str, Layout))):
+        raise LayoutError(
+            f"layout must be a string such as 'sample=4,data=2' (or a Layout), got {layout!r}"
+        )
     all_devices = jax.devices() if devices is None else list(devices)
     layout = parse_layout(layout, len(all_devices))
     if devices is not None and layout.size != len(all_devices):

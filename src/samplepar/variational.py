@@ -58,10 +58,10 @@ def mean_field_normal(init_scale: float = 1e-3, prior_scale: float = 1.0) -> Fam
 
     ``init`` centres the posterior on the given weights with standard deviation ``init_scale``.
     """
-    if not init_scale > 0:
-        raise ValueError(f"init_scale must be positive, got {init_scale}")
-    if not prior_scale > 0:
-        raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+    for name, scale in (("init_scale", init_scale), ("prior_scale", prior_scale)):
+        # float32 holds standard deviations from about 1e-30 (their log-density stays finite)
+        if not 1e-30 <= scale < math.inf:
+            raise ValueError(f"{name} must be a finite positive number >= 1e-30, got {scale}")
     raw_init = _inverse_softplus(init_scale)
 
     def init(mean_tree: PyTree) -> MeanFieldParams:

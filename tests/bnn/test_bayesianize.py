@@ -107,6 +107,8 @@ def test_unknown_deterministic_layer_lists_the_layers():
     bm = bayesianize(linen_model(), deterministic=("Dense_7",))
     with pytest.raises(ValueError, match=r"Dense_7.*params/Dense_0, params/Dense_1"):
         bm.init_params(jax.random.key(0), X[:1])
+    with pytest.raises(ValueError, match="deterministic= takes layer names .* got 5"):
+        bayesianize(linen_model(), deterministic=(5,))
 
 
 def test_gaussian_likelihood_fixed_and_learned_noise():

@@ -98,8 +98,17 @@ def test_vit_default_patch_follows_the_image_size():
         ("forecaster", (8, 8, 1), {}, r"window shape"),
         ("mlp", (784,), {"depth": 3}, r"no option\(s\) \['depth'\]; its options are \['hidden'\]"),
         ("mlp", (0,), {}, r"positive sizes"),
+        ("mlp", 64, {}, r"input_shape must be a tuple of positive sizes .* got 64"),
+        ("vit", (8, 8, 1), {"patch_size": 0}, r"patch_size must be an integer >= 1, got 0"),
+        ("vit", (8, 8, 1), {"heads": 0}, r"heads must be an integer >= 1, got 0"),
+        ("resnet", (8, 8, 3), {"groups": 0}, r"groups must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_requests_are_named(name, shape, options, message):
     with pytest.raises(ValueError, match=message):
         get_model(name, shape, 10, **options)
+
+
+def test_the_output_count_must_be_a_whole_number():
+    with pytest.raises(ValueError, match="num_outputs must be an integer >= 1, got 10.5"):
+        get_model("mlp", (64,), 10.5)

@@ -64,6 +64,12 @@ def _point_predicate(deterministic: Sequence[str] | PathPredicate) -> PathPredic
     else:
         if isinstance(deterministic, str):
             deterministic = (deterministic,)
+        for name in deterministic:
+            if not isinstance(name, str):
+                raise ValueError(
+                    "deterministic= takes layer names (strings) or a predicate on a parameter's "
+                    f"path; got {name!r}"
+                )
         patterns = [tuple(name.strip("/").split("/")) for name in deterministic]
 
         def chosen(path):

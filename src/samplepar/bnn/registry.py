@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 from flax import linen as nn
 
 from samplepar.bnn.conv import CONVOLUTIONS, LeNet5, ResNet
@@ -46,6 +47,14 @@ def _convolution(name, options):
         )
 
 
+def _positive_option(name, options, option: str, default: int) -> int:
+    """``options[option]`` (or ``default``), refused unless an integer >= 1."""
+    value = options.get(option, default)
+    if not _is_count(value):
+        raise ValueError(f"model {name!r}: {option} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def _lenet(name, shape, options):
     _convolution(name, options)
     return _image(name, shape, options, min_size=4)
@@ -54,7 +63,7 @@ def _lenet(name, shape, options):
 def _resnet(name, shape, options):
     _convolution(name, options)
     widths = tuple(options.get("widths", ResNet.widths))
-    groups = options.get("groups", ResNet.groups)
+    groups = _positive_option(name, options, "groups", ResNet.groups)
     bad = [w for w in widths if w % groups]
     if bad:
         raise ValueError(f"model {name!r}: GroupNorm groups={groups} must divide widths {bad}")
@@ -63,13 +72,13 @@ def _resnet(name, shape, options):
 
 def _vit(name, shape, options):
     _image(name, shape, options)
-    patch = options.get("patch_size", 4 if min(shape[:2]) >= 16 else 2)
+    patch = _positive_option(name, options, "patch_size", 4 if min(shape[:2]) >= 16 else 2)
     if shape[0] % patch or shape[1] % patch:
         raise ValueError(
             f"model {name!r}: patch_size={patch} must divide the image size {shape[0]}x{shape[1]}"
         )
-    heads = options.get("heads", ViT.heads)
-    if options.get("dim", ViT.dim) % heads:
+    heads = _positive_option(name, options, "heads", ViT.heads)
+    if _positive_option(name, options, "dim", ViT.dim) % heads:
         raise ValueError(f"model {name!r}: dim must be a multiple of heads={heads}")
     return {**options, "patch_size": patch}
 
@@ -112,11 +121,15 @@ def get_model(name: str, input_shape, num_outputs: int, **options) -> nn.Module:
     """A flax linen model for examples of ``input_shape``, with ``num_outputs`` outputs
     (classes, or the forecast horizon). ``options`` set the model's fields (e.g. ``hidden``)."""
     key, entry = _entry(name)
-    shape = tuple(int(d) for d in input_shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"model {key!r}: input_shape must be positive sizes, got {input_shape}")
-    if not int(num_outputs) >= 1:
-        raise ValueError(f"model {key!r}: num_outputs must be >= 1, got {num_outputs}")
+    sizes = input_shape if isinstance(input_shape, (tuple, list)) else None
+    if not sizes or not all(_is_count(d) for d in sizes):
+        raise ValueError(
+            f"model {key!r}: input_shape must be a tuple of positive sizes (one example's shape, "
+            f"e.g. (28, 28, 1)), got {input_shape!r}"
+        )
+    shape = tuple(int(d) for d in sizes)
+    if not _is_count(num_outputs):
+        raise ValueError(f"model {key!r}: num_outputs must be an integer >= 1, got {num_outputs!r}")
     fields = {f.name for f in dataclasses.fields(entry.cls)} - {"parent", "name", "num_outputs"}
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -125,6 +138,10 @@ def get_model(name: str, input_shape, num_outputs: int, **options) -> nn.Module:
         )
     options = entry.check(key, shape, options)
     return entry.cls(num_outputs=int(num_outputs), **options)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def model_likelihood(name: str) -> str:
