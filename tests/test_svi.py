@@ -328,7 +328,7 @@ def _build_grouped(groups, layout="none", **kwargs):
         jax.random.key(0),
         grouped_model,
         groups,
-        model_kwargs={"num_rows": NUM_GROUPS},
+        model_kwargs={"num_rows": len(groups["x"])},
         data_plate="rows",
         mesh=make_mesh(layout),
         num_particles=S,
@@ -460,18 +460,7 @@ def test_local_latents_on_rows_that_do_not_split_evenly(num_groups):
     """Rows padded to a multiple of the data axis: the same loss as on one device, and
     posterior draws of every real row (both had failed on the padding)."""
     groups = simulate_groups(num_groups, 4)
-    problems = {
-        layout: svi.build(
-            jax.random.key(0),
-            grouped_model,
-            groups,
-            model_kwargs={"num_rows": num_groups},
-            data_plate="rows",
-            mesh=make_mesh(layout),
-            num_particles=S,
-        )
-        for layout in ("none", "data=8")
-    }
+    problems = {layout: _build_grouped(groups, layout) for layout in ("none", "data=8")}
     key = jax.random.key(3)
     losses = [float(p.loss(p.params, key, p.data)[0]) for p in problems.values()]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
