@@ -308,6 +308,14 @@ def test_fit_refuses_a_checkpoint_of_another_problem_and_warns_past_the_steps(tm
         svi.fit(jax.random.key(1), other, 30, progress_bar=False, checkpoint_dir=tmp_path)
 
 
+def test_data_with_nan_is_named_with_its_rows():
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    y = 2 * x
+    y[[3, 9]] = np.nan
+    with pytest.raises(ValueError, match=r"data array 'y' holds NaN .* rows \[3, 9\] \(2 in all\)"):
+        svi.build(jax.random.key(0), _global_observation, {"x": x, "y": y})
+
+
 def test_fit_names_the_step_of_a_non_finite_loss(demand):
     problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
     with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):

@@ -115,6 +115,23 @@ def check_count(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_finite(data: dict) -> None:
+    """Raises a ValueError naming the first array of ``data`` with NaN or infinite values, and
+    their rows: the loss would be NaN (or the initialisation fail) with no word of the data."""
+    for name, array in data.items():
+        array = np.asarray(array)
+        if not np.issubdtype(array.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"data array {name!r} holds NaN or infinite values in rows "
+                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''} ({len(rows)} in all); "
+                "fill or drop them before fitting"
+            )
+
+
 def default_optimizer(
     learning_rate: float = 0.01,
     decay_steps: int = 1000,
@@ -281,6 +298,7 @@ def build(
     if mesh is None or isinstance(mesh, str):
         mesh = make_mesh(Layout(1, jax.device_count()) if mesh is None else mesh)
     optimizer = default_optimizer() if optimizer is None else optimizer
+    check_finite(data)
     arrays, mask = pad_rows(data, layout_of(mesh).data)
     rows, num_rows, num_rows_padded = row_indices(int(mask.sum()), len(mask), mesh)
     num_head = max(1, min(int(mask.sum()), 256))  # real rows: a plate's subsample fits it
