@@ -481,6 +481,14 @@ def test_local_latents_on_rows_that_do_not_split_evenly(num_groups):
         np.testing.assert_allclose(draws["row_mean"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_flattening_guide_is_refused_for_local_latents():
+    # With up to 256 rows NumPyro's own check does not see them as local; on 2 devices the
+    # step had failed with a broadcasting error.
+    groups = simulate_groups(200, 4)
+    with pytest.raises(ValueError, match=r"AutoDiagonalNormal flattens .* latents \['offset'\]"):
+        _build_grouped(groups, "data=2", guide=AutoDiagonalNormal(grouped_model))
+
+
 def test_local_params_are_taken_at_the_rows_before_the_particles_copies():
     """On data=8, a step on 8 rows holds an eighth of the local params and their AdamW moments
     per device (argument bytes: under the local params' size, data shard included; replicated,

@@ -45,7 +45,7 @@ from jax.sharding import NamedSharding
 from numpyro.distributions import biject_to, constraints
 from numpyro.distributions.distribution import validation_enabled
 from numpyro.handlers import replay, seed, substitute, trace
-from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.autoguide import AutoContinuous, AutoNormal
 
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
@@ -165,6 +165,19 @@ def init_params(
         )
     ).get_trace(**model_kwargs)
     data_plate_scale(model_trace, data_plate)  # the plate exists: named now, not at a step
+    local = [
+        name
+        for name, site in model_trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and plate_frame(site, data_plate) is not None
+    ]
+    if local and isinstance(guide, AutoContinuous):
+        raise ValueError(
+            f"{type(guide).__name__} flattens every latent into one vector, so it cannot hold "
+            f"the per-row latents {local} of plate {data_plate!r}; use AutoNormal or another "
+            "mean-field guide"
+        )
     params, transforms = {}, {}
     for site in list(model_trace.values()) + list(guide_trace.values()):
         if site["type"] == "param":
