@@ -12,7 +12,7 @@ from numpyro.infer import RenyiELBO as NumpyroRenyi
 from numpyro.infer import Trace_ELBO
 from numpyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
 
-from samplepar import checkpoint, svi
+from samplepar import checkpoint, svi, svi_draws
 from samplepar import random as sp_random
 from samplepar.guides import AutoPairedNormal
 from samplepar.mesh import make_mesh
@@ -188,9 +188,9 @@ def test_fit_resumes_and_writes_posterior(demand, tmp_path):
     for name in whole.params:
         np.testing.assert_allclose(resumed.params[name], whole.params[name], rtol=1e-5)
     assert whole.losses[-4:].mean() < whole.losses[:4].mean()
-    draws = svi.posterior_draws(jax.random.key(0), problem, whole.params, 50)
+    draws = svi_draws.posterior_draws(jax.random.key(0), problem, whole.params, 50)
     assert draws["product_elasticity"].shape == (50, 12)
-    idata = svi.to_inference_data(draws, tmp_path / "posterior.nc")
+    idata = svi_draws.to_inference_data(draws, tmp_path / "posterior.nc")
     assert idata.posterior["global_elasticity"].shape == (1, 50)
     assert (tmp_path / "posterior.nc").stat().st_size > 0
 
@@ -449,7 +449,7 @@ def test_local_latents_recover_offsets(groups):
         optimizer=svi.default_optimizer(0.05),
     )
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
-    draws = svi.posterior_draws(jax.random.key(0), problem, result.params, 200)
+    draws = svi_draws.posterior_draws(jax.random.key(0), problem, result.params, 200)
     assert draws["offset"].shape == (200, NUM_GROUPS, 1)
     # a deterministic site of the local latents, from every row's own data (300 > the 256 rows
     # the guide was set up on)
@@ -474,7 +474,7 @@ def test_local_latents_on_rows_that_do_not_split_evenly(num_groups):
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     for problem in problems.values():
         params = problem.constrain(problem.params)
-        draws = svi.posterior_draws(jax.random.key(0), problem, params, 5)
+        draws = svi_draws.posterior_draws(jax.random.key(0), problem, params, 5)
         assert draws["offset"].shape == (5, num_groups, 1)
         mean_x = groups["x"].mean(axis=1, keepdims=True)
         expected = draws["offset"] + draws["weight"][:, None, None] * mean_x

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from samplepar import guides, mcmc, svi
+from samplepar import guides, mcmc, svi, svi_draws
 from samplepar.mesh import make_mesh
 from samplepar.models import demand, demand_data
 from samplepar.svi_methods import SVI_METHODS
@@ -181,7 +181,7 @@ def run_svi(
         mesh=None if config.svi_layout is None else make_mesh(config.svi_layout),
     )
     fit = svi.fit(fit_key, problem, config.svi_steps, progress_bar=progress)
-    draws = svi.posterior_draws(draw_key, problem, fit.params, config.num_draws)[ELASTICITY]
+    draws = svi_draws.posterior_draws(draw_key, problem, fit.params, config.num_draws)[ELASTICITY]
     wall = time.perf_counter() - start
     full = {k: jnp.asarray(v) for k, v in panel.data.items()}
     check = guides.psis_khat(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import warnings
 
@@ -22,7 +21,18 @@ import jax
 import numpy as np
 import pandas as pd
 
-from samplepar import checkpoint, compare, guides, mcmc, mesh, objectives, preflight, svi
+from samplepar import (
+    checkpoint,
+    compare,
+    guides,
+    mcmc,
+    mesh,
+    objectives,
+    preflight,
+    svi,
+    svi_draws,
+)
+from samplepar.checks import check_count
 from samplepar.models import demand_data
 from samplepar.models.demand import (
     BLOCK_INDEX,
@@ -75,8 +85,7 @@ def check_fit_settings(
     if batch_size is not None:
         counts["batch_size"] = batch_size
     for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_count(name, value)
     if batch_size is not None and SVI_METHODS[guide][0] != "normal":
         raise ValueError(
             f"guide {guide!r} couples the products of different blocks; mini-batches "
@@ -174,11 +183,11 @@ def fit_file(
             checkpoint_dir=workdir / "checkpoints",
             checkpoint_every=checkpoint_interval(steps),
         )
-    posterior = svi.posterior_draws(jax.random.fold_in(key, 2), problem, result.params, draws)
+    posterior = svi_draws.posterior_draws(jax.random.fold_in(key, 2), problem, result.params, draws)
     if batch_size is not None:
         posterior = draws_by_product(posterior, blocks)
     temporary = workdir / "posterior.nc.tmp"
-    svi.to_inference_data(posterior, temporary)
+    svi_draws.to_inference_data(posterior, temporary)
     os.replace(temporary, workdir / "posterior.nc")
     elasticity = posterior.get("product_elasticity")
     summary = {

@@ -17,7 +17,6 @@ The key of global sample ``s`` is ``fold_in(rng_key, s)`` whatever device comput
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from samplepar import random as sp_random
+from samplepar.checks import is_whole_number
 from samplepar.dispatch import BoundedDispatch
 from samplepar.mesh import (
     DATA,
@@ -195,11 +195,7 @@ def make_loss(
     layout = layout_of(mesh)
     check_num_samples(num_samples, layout)
     samples_per_shard = num_samples // layout.sample
-    if dataset_size is not None and (
-        isinstance(dataset_size, bool)
-        or not isinstance(dataset_size, numbers.Integral)
-        or dataset_size < 1
-    ):
+    if dataset_size is not None and not (is_whole_number(dataset_size) and dataset_size >= 1):
         raise ValueError(
             "dataset_size must be the number of examples in the data set, a positive integer; "
             f"got {dataset_size!r}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from samplepar.checks import is_whole_number
 
 SAMPLE = "sample"
 DATA = "data"
@@ -149,7 +150,7 @@ def check_num_samples(
     """Raises unless ``num_samples`` splits evenly over the sample axis; the message starts
     with ``setting`` (the option that set the count) when given, and suggests axis sizes that
     also divide ``other``, a second count the same axis must split."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+    if not is_whole_number(num_samples):
         named = setting or "num_samples"
         raise LayoutError(f"{named} must be a whole number of samples, got {num_samples!r}")
     if num_samples < 1 or num_samples % layout.sample:

@@ -27,6 +27,7 @@ back. Rows are padded to a multiple of the data axis by repeating the last row, 
 With ``batch_size`` each step draws its mini-batch on device: every data shard draws
 ``batch_size / data`` rows (with replacement) of its own rows from the step key, and the data
 term is scaled by (padded rows) / ``batch_size``, an unbiased estimate of the full-data term.
+Posterior draws of a fitted problem, and their ArviZ form, are in :mod:`samplepar.svi_draws`.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ from numpyro.infer.autoguide import AutoContinuous, AutoNormal
 
 from samplepar import checkpoint, engine, progress
 from samplepar import random as sp_random
+from samplepar.checks import check_count
 from samplepar.dispatch import BoundedDispatch
 from samplepar.mesh import DATA, Layout, global_batch, layout_of, make_mesh, replicated
 from samplepar.objectives import Objective, RenyiELBO
+from samplepar.svi_draws import guide_draws, local_draws
 from samplepar.svi_rows import (
     Rows,
+    check_finite,
     drop_padding,
     make_subsample,
     pad_rows,
@@ -107,29 +111,6 @@ class FitResult(NamedTuple):
     state: engine.TrainState
     params: dict  # constrained, ready for ``guide.sample_posterior``
     losses: np.ndarray  # [num_steps] loss of every step taken
-
-
-def check_count(name: str, value, minimum: int = 1) -> None:
-    """Raises a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_finite(data: dict) -> None:
-    """Raises a ValueError naming the first array of ``data`` with NaN or infinite values, and
-    their rows: the loss would be NaN (or the initialisation fail) with no word of the data."""
-    for name, array in data.items():
-        array = np.asarray(array)
-        if not np.issubdtype(array.dtype, np.inexact):
-            continue
-        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            raise ValueError(
-                f"data array {name!r} holds NaN or infinite values in rows "
-                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''} ({len(rows)} in all); "
-                "fill or drop them before fitting"
-            )
 
 
 def default_optimizer(
@@ -504,79 +485,3 @@ def fit_identity(seed_key, svi: SVI) -> dict:
         "rows": int(jnp.sum(svi.data.mask)),
         "params": {name: list(np.shape(value)) for name, value in sorted(svi.params.items())},
     }
-
-
-def posterior_draws(rng_key, svi: SVI, params: dict, num_draws: int) -> dict:
-    """``num_draws`` draws of every latent site from the fitted guide, ``[num_draws, ...]``.
-
-    ``params`` are constrained (``FitResult.params``). Without local latents the guide must
-    offer ``sample_posterior`` (every NumPyro autoguide does); with them, the guide is run on
-    every row and the model replayed against it (:func:`local_draws`).
-    """
-    return {name: np.asarray(value) for name, value in svi.draw(rng_key, params, num_draws).items()}
-
-
-def guide_draws(guide) -> Callable:
-    """``draw(rng_key, params, num_draws)`` by the guide's ``sample_posterior``."""
-    return jax.jit(
-        lambda key, params, num_draws: guide.sample_posterior(
-            key, params, sample_shape=(num_draws,)
-        ),
-        static_argnums=2,
-    )
-
-
-def local_draws(model, guide, model_kwargs: dict, data_plate: str, data, num_rows: int):
-    """``draw(rng_key, params, num_draws)`` of a model with local latents, on all its rows.
-
-    Each draw traces the guide on the rows ``data`` holds (:class:`Rows`, as ``SVI.data``) and
-    replays the model against it, so deterministic sites of local latents are
-    computed from their rows' data (a guide's ``sample_posterior`` would use the rows it was
-    set up on). The model's likelihood is not returned, so it is not computed. Padded rows are
-    dropped before the guide runs, so that the data plate's subsample is its ``num_rows`` rows.
-    One process only.
-    """
-
-    def one_draw(rng_key, params, arrays, rows):
-        kwargs = {**model_kwargs, **arrays}
-        model_key, guide_key = jax.random.split(rng_key)
-        guide_trace = trace(
-            substitute(seed(data_rows(guide, data_plate, rows, num_rows), guide_key), data=params)
-        ).get_trace(**kwargs)
-        model_trace = trace(
-            replay(seed(data_rows(model, data_plate, rows, num_rows), model_key), guide_trace)
-        ).get_trace(**kwargs)
-        values = {}
-        for name, site in model_trace.items():
-            if site["type"] == "deterministic" or (
-                site["type"] == "sample" and not site["is_observed"]
-            ):
-                values[name] = site["value"]
-        return values
-
-    @functools.partial(jax.jit, static_argnums=(2, 4))
-    def draw_rows(rng_key, params, num_draws: int, data: Rows, num_kept: int):
-        kept = jnp.flatnonzero(data.mask, size=num_kept)
-        arrays = jax.tree.map(lambda a: a[kept], data.arrays)
-        keys = jax.random.split(rng_key, num_draws)
-        return jax.lax.map(lambda key: one_draw(key, params, arrays, data.index[kept]), keys)
-
-    def draw(rng_key, params, num_draws: int):
-        if jax.process_count() > 1:
-            raise NotImplementedError(
-                "posterior draws of local latents gather every row into one process; "
-                "draw them in a single-process run from the saved parameters"
-            )
-        return draw_rows(rng_key, params, num_draws, data, num_rows)  # one process: all kept
-
-    return draw
-
-
-def to_inference_data(draws: dict, path=None):
-    """ArviZ InferenceData of guide draws (one chain); written to netCDF at ``path`` if given."""
-    import arviz as az  # 1 s to import: only here, not for every process that fits
-
-    data = az.from_dict(posterior={name: value[None] for name, value in draws.items()})
-    if path is not None:
-        data.to_netcdf(str(path))
-    return data

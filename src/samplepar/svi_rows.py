@@ -121,3 +121,20 @@ def drop_padding(params: dict, local_axes: dict[str, int], data: Rows, num_rows:
         name: real_rows(value, local_axes[name]) if name in local_axes else value
         for name, value in params.items()
     }
+
+
+def check_finite(data: dict) -> None:
+    """Raises a ValueError naming the first array of ``data`` with NaN or infinite values, and
+    their rows: the loss would be NaN (or the initialisation fail) with no word of the data."""
+    for name, array in data.items():
+        array = np.asarray(array)
+        if not np.issubdtype(array.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"data array {name!r} holds NaN or infinite values in rows "
+                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''} ({len(rows)} in all); "
+                "fill or drop them before fitting"
+            )

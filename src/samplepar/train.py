@@ -25,6 +25,7 @@ from samplepar import random as sp_random
 from samplepar.bnn import bayesianize, get_model, model_likelihood
 from samplepar.bnn.predictive import sample_outputs
 from samplepar.bnn.registry import model_name
+from samplepar.checks import check_count
 from samplepar.data import default_augment, eval_batches, load_dataset, next_batch, process_rows
 from samplepar.data.augment import MODES as AUGMENT_MODES
 from samplepar.data.augment import batch_augmenter
@@ -79,10 +80,10 @@ class TrainConfig:
             _check_type(name, getattr(self, name), bool, "true or false")
         counts = ("samples", "batch_size", "epochs", "eval_samples", "eval_batch_size")
         for name in (*counts, "augment_groups"):
-            _check_integer(name, getattr(self, name), minimum=1)
+            check_count(f"setting {name}", getattr(self, name), minimum=1)
         if self.samples_per_pass is not None:
-            _check_integer("samples_per_pass", self.samples_per_pass, minimum=1)
-        _check_integer("seed", self.seed, minimum=0)
+            check_count("setting samples_per_pass", self.samples_per_pass, minimum=1)
+        check_count("setting seed", self.seed, minimum=0)
         for name in ("learning_rate", "init_scale", "prior_scale"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value > 0):
@@ -140,11 +141,6 @@ def _check_type(name: str, value, kind, described: str) -> None:
     no number here, though Python counts it as an int)."""
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ValueError(f"setting {name} must be {described}, got {value!r}")
-
-
-def _check_integer(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not (isinstance(value, int) and value >= minimum):
-        raise ValueError(f"setting {name} must be an integer >= {minimum}, got {value!r}")
 
 
 class TrainingDiverged(RuntimeError):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpyro.infer.util import initialize_model, potential_energy
 
-from samplepar import mcmc, svi
+from samplepar import mcmc, svi, svi_draws
 from samplepar.mesh import make_mesh
 from samplepar.models import (
     fast_inputs,
@@ -122,7 +122,7 @@ def test_fast_path_recovers_elasticities():
     obs, _, (panel_data, kwargs), truth = _inputs(48, 52, 3, seed=3)
     problem = _build(fast_model, panel_data, kwargs, "sample=2,data=2")
     result = svi.fit(jax.random.key(1), problem, 800, progress_bar=False)
-    draws = svi.posterior_draws(jax.random.key(2), problem, result.params, 200)
+    draws = svi_draws.posterior_draws(jax.random.key(2), problem, result.params, 200)
     estimate = draws["product_elasticity"].mean(axis=0)
     correlation = np.corrcoef(estimate, truth.product_elasticity)[0, 1]
     assert correlation > 0.6, correlation
@@ -171,7 +171,7 @@ def test_local_model_minibatch_fit_recovers_elasticities():
         rows_argument=BLOCK_INDEX,
     )
     result = svi.fit(jax.random.key(1), problem, 1500, progress_bar=False)
-    draws = svi.posterior_draws(jax.random.key(2), problem, result.params, 200)
+    draws = svi_draws.posterior_draws(jax.random.key(2), problem, result.params, 200)
     elasticity = slots_to_products(draws["product_elasticity"], blocks)
     assert elasticity.shape == (200, 400)
     correlation = np.corrcoef(elasticity.mean(axis=0), truth.product_elasticity)[0, 1]

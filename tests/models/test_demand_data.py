@@ -137,25 +137,28 @@ def test_save_refuses_another_suffix(tmp_path, table):
 HEADER = "product,category,period,price,units\n"
 
 
-def test_csv_errors_name_data_rows_and_file_lines(tmp_path):
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            "a,x,1,2.0,3\n\na,x,2,1.0,many\na,x,3,1.0,4\na,x,4,1.0,few\n",
+            r"^column 'units' must be numeric but holds text, e.g. 'many', in data rows 1, 3 "
+            r"\(0-based; file lines 4, 6; 2 in all\)$",
+        ),
+        (
+            "a,x,1,2.0,3\na,x,2,-1.0,4\n",
+            r"^price must be positive and finite; it is not in data row 1 "
+            r"\(0-based; file line 3; 1 in all\)$",
+        ),
+        # a label spanning lines: no line numbers
+        ('"a\nb",x,1,-1.0,4\n', r"in data row 0 \(0-based; 1 in all\)$"),
+    ],
+)
+def test_csv_errors_name_data_rows_and_file_lines(tmp_path, rows, message):
     """Data rows count from 0 after the header; file lines from 1, blank lines included."""
     path = tmp_path / "demand.csv"
-    path.write_text(HEADER + "a,x,1,2.0,3\n\na,x,2,1.0,many\na,x,3,1.0,4\na,x,4,1.0,few\n")
-    with pytest.raises(
-        DemandDataError,
-        match=r"^column 'units' must be numeric but holds text, e.g. 'many', in data rows 1, 3 "
-        r"\(0-based; file lines 4, 6; 2 in all\)$",
-    ):
-        read_table(path)
-    path.write_text(HEADER + "a,x,1,2.0,3\na,x,2,-1.0,4\n")
-    with pytest.raises(
-        DemandDataError,
-        match=r"^price must be positive and finite; it is not in data row 1 "
-        r"\(0-based; file line 3; 1 in all\)$",
-    ):
-        read_table(path)
-    path.write_text(HEADER + '"a\nb",x,1,-1.0,4\n')  # a label spanning lines: no line numbers
-    with pytest.raises(DemandDataError, match=r"in data row 0 \(0-based; 1 in all\)$"):
+    path.write_text(HEADER + rows)
+    with pytest.raises(DemandDataError, match=message):
         read_table(path)
 
 

@@ -10,12 +10,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 from flax import linen as nn
 
 from samplepar.bnn.conv import CONVOLUTIONS, LeNet5, ResNet
 from samplepar.bnn.dense import MLP, Forecaster
 from samplepar.bnn.vit import ViT
+from samplepar.checks import is_whole_number
 
 
 class _Entry(NamedTuple):
@@ -50,7 +50,7 @@ def _convolution(name, options):
 def _positive_option(name, options, option: str, default: int) -> int:
     """``options[option]`` (or ``default``), refused unless an integer >= 1."""
     value = options.get(option, default)
-    if not _is_count(value):
+    if not (is_whole_number(value) and value >= 1):
         raise ValueError(f"model {name!r}: {option} must be an integer >= 1, got {value!r}")
     return value
 
@@ -122,13 +122,13 @@ def get_model(name: str, input_shape, num_outputs: int, **options) -> nn.Module:
     (classes, or the forecast horizon). ``options`` set the model's fields (e.g. ``hidden``)."""
     key, entry = _entry(name)
     sizes = input_shape if isinstance(input_shape, (tuple, list)) else None
-    if not sizes or not all(_is_count(d) for d in sizes):
+    if not sizes or not all(is_whole_number(d) and d >= 1 for d in sizes):
         raise ValueError(
             f"model {key!r}: input_shape must be a tuple of positive sizes (one example's shape, "
             f"e.g. (28, 28, 1)), got {input_shape!r}"
         )
     shape = tuple(int(d) for d in sizes)
-    if not _is_count(num_outputs):
+    if not (is_whole_number(num_outputs) and num_outputs >= 1):
         raise ValueError(f"model {key!r}: num_outputs must be an integer >= 1, got {num_outputs!r}")
     fields = {f.name for f in dataclasses.fields(entry.cls)} - {"parent", "name", "num_outputs"}
     unknown = sorted(set(options) - fields)
@@ -138,10 +138,6 @@ def get_model(name: str, input_shape, num_outputs: int, **options) -> nn.Module:
         )
     options = entry.check(key, shape, options)
     return entry.cls(num_outputs=int(num_outputs), **options)
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def model_likelihood(name: str) -> str:
