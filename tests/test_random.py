@@ -136,3 +136,17 @@ def test_unrolled_threefry_compiles_without_loops():
 def test_unroll_switch_turns_it_off(monkeypatch):
     monkeypatch.setenv(sp_random.UNROLL_SWITCH, "0")
     assert sp_random.unroll_threefry_on_cpu() is False
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [(-1, "integer >= 0, got -1"), (1.5, "integer >= 0, got 1.5"), (2**32, "below 2\\*\\*32")],
+)
+def test_step_key_names_a_step_it_cannot_fold_in(step, message):
+    """-1 and 2**32 had raised a bare OverflowError; 1.5 had silently given step 1's key."""
+    with pytest.raises(ValueError, match=f"step must be .*{message}"):
+        sp_random.step_key(jax.random.key(0), step)
+    assert jnp.array_equal(
+        jax.random.key_data(sp_random.step_key(jax.random.key(0), np.int64(7))),
+        jax.random.key_data(jax.jit(sp_random.step_key)(jax.random.key(0), 7)),
+    )

@@ -22,11 +22,17 @@ import numpy as np
 from jax.extend.random import threefry2x32_p
 from jax.interpreters import mlir
 
+from samplepar.checks import check_count
+
 UNROLL_SWITCH = "SAMPLEPAR_UNROLL_THREEFRY"
 
 
 def step_key(seed_key: jax.Array, step) -> jax.Array:
-    """The key of training step ``step`` (an int or a traced scalar)."""
+    """The key of training step ``step`` (an int in ``[0, 2**32)`` or a traced scalar)."""
+    if not isinstance(step, jax.Array | np.ndarray):
+        check_count("step", step, minimum=0)
+        if step >= 2**32:
+            raise ValueError(f"step must be below 2**32 (a key folds in 32 bits), got {step}")
     return jax.random.fold_in(seed_key, step)
 
 
