@@ -54,6 +54,8 @@ def test_layout_independent(loaded):
     np.testing.assert_allclose(sharded["probabilities"].sum(axis=1), 1.0, atol=1e-5)
     assert sharded["entropy"].shape == (37,)
     assert np.all(sharded["mutual_information"] >= -1e-6)
+    with pytest.raises(ValueError, match=r"no inputs to predict: x has shape \(0, 8, 8, 1\)"):
+        predict.predictive(run, params, config, x[:0])
 
 
 def _write(path, x):
@@ -106,6 +108,7 @@ def test_read_inputs(tmp_path, name):
         ("in.csv", pd.DataFrame({"x0": [1.0], "x1": [2.0]}), "lacks column.*x2, x3"),
         ("in.csv", pd.DataFrame({f"x{i}": ["a" if i == 5 else 0.5] for i in range(64)}), "x5"),
         ("in.npy", np.full((2, 64), np.nan), "row 0 holds NaN"),
+        ("in.npy", np.zeros((0, 64)), r"holds no input rows \(shape \(0, 64\)\)"),
         ("in.txt", None, "unknown input format"),
     ],
 )

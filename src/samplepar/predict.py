@@ -60,6 +60,8 @@ def predictive(run, params, config, x: np.ndarray) -> dict[str, np.ndarray]:
     (nats). Regression: ``mean [N, H]`` and ``std [N, H]`` of the predictive draws. The draws
     use the same key as ``train.evaluate_dataset``; batches of ``config.eval_batch_size``.
     """
+    if len(x) == 0:
+        raise ValueError(f"no inputs to predict: x has shape {np.shape(x)}")
     likelihood = "categorical" if run.dataset.num_classes else "gaussian"
     summarise = _summariser(
         run.model, run.mesh, config.eval_samples, likelihood, config.samples_per_pass
@@ -82,6 +84,8 @@ def _as_inputs(array: np.ndarray, input_shape: tuple[int, ...], source: str) -> 
     array = np.asarray(array)
     size = int(np.prod(input_shape))
     if array.ndim >= 1 and array.shape[1:] in (tuple(input_shape), (size,)):
+        if array.shape[0] == 0:
+            raise ValueError(f"{source}: holds no input rows (shape {array.shape})")
         if not np.issubdtype(array.dtype, np.number):
             raise ValueError(f"{source}: inputs must be numeric, got dtype {array.dtype}")
         array = array.reshape((array.shape[0],) + tuple(input_shape)).astype(np.float32)
