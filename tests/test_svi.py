@@ -316,6 +316,17 @@ def test_data_with_nan_is_named_with_its_rows():
         svi.build(jax.random.key(0), _global_observation, {"x": x, "y": y})
 
 
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(np.float32(2.0), r"float32 of shape \(\)"), (None, "None"), (["a"] * 16, "<U1 of shape")],
+)
+def test_data_that_are_not_row_arrays_are_named(value, kind):
+    """A scalar or None among the data had failed with a bare TypeError or IndexError."""
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"data 'scale' is {kind}.*in model_kwargs"):
+        svi.build(jax.random.key(0), _global_observation, {"x": x, "y": x, "scale": value})
+
+
 def test_fit_names_the_step_of_a_non_finite_loss(demand):
     problem = _build(demand, optimizer=optax.sgd(float("nan")))  # step 1 makes params NaN
     with pytest.raises(FloatingPointError, match=r"nan at step 2 of 3; lower the learning rate"):
@@ -524,3 +535,27 @@ def test_full_size_data_plate_must_match_the_rows(groups):
             data_plate="rows",
             mesh=make_mesh("none"),
         )
+
+
+def _plate_sized_by_argument(x, y=None, num_rows=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    with numpyro.plate("obs", num_rows):
+        numpyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+
+
+@pytest.mark.parametrize(("rows", "layout", "given"), [(100, "data=4", 25), (300, "none", 256)])
+def test_data_plate_sized_by_an_argument_is_named(rows, layout, given):
+    """The model sees a device's rows (and is set up on at most 256): a plate sized from the
+    data set's size without ``subsample_size`` had failed with a bare broadcasting error, at
+    ``build`` or at the first step."""
+    x = np.ones(rows, np.float32)
+    message = rf"plate 'obs' has size {rows}, but the model was given {given} rows .*x.shape\[0\]"
+    with pytest.raises(ValueError, match=message):
+        problem = svi.build(
+            jax.random.key(0),
+            _plate_sized_by_argument,
+            {"x": x, "y": x},
+            model_kwargs={"num_rows": rows},
+            mesh=layout,
+        )
+        svi.fit(jax.random.key(1), problem, 1, progress_bar=False)

@@ -57,7 +57,7 @@ from samplepar.objectives import Objective, RenyiELBO
 from samplepar.svi_draws import guide_draws, local_draws
 from samplepar.svi_rows import (
     Rows,
-    check_finite,
+    check_data,
     drop_padding,
     make_subsample,
     pad_rows,
@@ -135,6 +135,9 @@ def init_params(
     of the local params (:func:`local_param_axes`).
     """
     model_key, guide_key = jax.random.split(rng_key)
+    # the model alone first: an autoguide traces it out of reach of the handlers, and a data
+    # plate of the wrong size would fail there with a bare broadcasting error
+    trace(seed(data_rows(model, data_plate, rows, num_rows), model_key)).get_trace(**model_kwargs)
     guide_trace = trace(seed(data_rows(guide, data_plate, rows, num_rows), guide_key)).get_trace(
         **model_kwargs
     )
@@ -292,7 +295,7 @@ def build(
     if mesh is None or isinstance(mesh, str):
         mesh = make_mesh(Layout(1, jax.device_count()) if mesh is None else mesh)
     optimizer = default_optimizer() if optimizer is None else optimizer
-    check_finite(data)
+    check_data(data)
     arrays, mask = pad_rows(data, layout_of(mesh).data)
     rows, num_rows, num_rows_padded = row_indices(int(mask.sum()), len(mask), mesh)
     num_head = max(1, min(int(mask.sum()), 256))  # real rows: a plate's subsample fits it

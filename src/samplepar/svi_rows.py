@@ -123,11 +123,24 @@ def drop_padding(params: dict, local_axes: dict[str, int], data: Rows, num_rows:
     }
 
 
-def check_finite(data: dict) -> None:
-    """Raises a ValueError naming the first array of ``data`` with NaN or infinite values, and
-    their rows: the loss would be NaN (or the initialisation fail) with no word of the data."""
-    for name, array in data.items():
-        array = np.asarray(array)
+def check_data(data: dict) -> None:
+    """Raises a ValueError naming the first value of ``data`` that is not a numeric array with a
+    row axis, or holds NaN or infinite values (with their rows): the loss would be NaN (or the
+    initialisation fail) with no word of the data."""
+    for name, value in data.items():
+        array = None if value is None else np.asarray(value)
+        usable = (
+            array is not None
+            and array.ndim > 0
+            and (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool)
+        )
+        if not usable:
+            kind = "None" if array is None else f"{array.dtype} of shape {array.shape}"
+            raise ValueError(
+                f"data {name!r} is {kind}: data are numeric arrays with the rows on their first "
+                "axis; pass scalars and other values shared by all rows in model_kwargs, and "
+                "leave out arguments that are None"
+            )
         if not np.issubdtype(array.dtype, np.inexact):
             continue
         bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)

@@ -99,16 +99,29 @@ class data_rows(Messenger):
         if msg["type"] == "param" and self.params_taken and self.full_size:
             if plate_frame(msg, self.plate) is not None:
                 msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
-        if msg["type"] == "plate" and msg["name"] == self.plate and msg["args"][1] is not None:
-            if msg["args"][0] != self.num_rows:
+        if msg["type"] != "plate" or msg["name"] != self.plate:
+            return
+        size, subsample_size = msg["args"]
+        if subsample_size is None:
+            if size != self.rows.shape[0]:
                 raise ValueError(
-                    f"plate {self.plate!r} is declared with size {msg['args'][0]}, but the data "
-                    f"have {self.num_rows} rows: declare numpyro.plate({self.plate!r}, "
-                    f"{self.num_rows}, subsample_size=<rows given to the model>)"
+                    f"plate {self.plate!r} has size {size}, but the model was given "
+                    f"{self.rows.shape[0]} rows (it is given parts of the data: a device's rows, "
+                    f"a mini-batch): size it from the arrays, numpyro.plate({self.plate!r}, "
+                    f"x.shape[0]), or declare the data set's size with the rows as its "
+                    f"subsample, numpyro.plate({self.plate!r}, {self.num_rows}, "
+                    f"subsample_size=x.shape[0])"
                 )
-            msg["value"] = self.rows
-            msg["args"] = (msg["args"][0], self.rows.shape[0])
-            self.full_size = True
+            return
+        if size != self.num_rows:
+            raise ValueError(
+                f"plate {self.plate!r} is declared with size {size}, but the data "
+                f"have {self.num_rows} rows: declare numpyro.plate({self.plate!r}, "
+                f"{self.num_rows}, subsample_size=<rows given to the model>)"
+            )
+        msg["value"] = self.rows
+        msg["args"] = (size, self.rows.shape[0])
+        self.full_size = True
 
 
 class normal_draws(Messenger):
