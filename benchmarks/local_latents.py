@@ -43,6 +43,7 @@ from samplepar import svi  # noqa: E402
 from samplepar.host import prepare_process  # noqa: E402
 from samplepar.mesh import make_mesh  # noqa: E402
 from samplepar.models.grouped import ROWS_PLATE, grouped_model, simulate_groups  # noqa: E402
+from samplepar.objectives import RenyiELBO  # noqa: E402
 
 OBSERVATIONS_PER_ROW = 8
 NUM_PARTICLES = 4
@@ -78,6 +79,7 @@ def main(argv=None) -> dict:
             model_kwargs={"num_rows": args.groups},
             data_plate=ROWS_PLATE,
             mesh=mesh,
+            objective=RenyiELBO(0.0),
             num_particles=NUM_PARTICLES,
             batch_size=batch_size,
         )

@@ -42,6 +42,7 @@ import pandas as pd
 from samplepar import guides, mcmc, svi, svi_draws
 from samplepar.mesh import make_mesh
 from samplepar.models import demand, demand_data
+from samplepar.objectives import RenyiELBO
 from samplepar.svi_methods import SVI_METHODS
 
 ELASTICITY = "product_elasticity"
@@ -57,6 +58,7 @@ class StudyConfig(NamedTuple):
     methods: tuple[str, ...] = tuple(SVI_METHODS)
     svi_steps: int = 4000
     learning_rate: float = 0.02
+    alpha: float = 0.0  # Renyi alpha of the objective: 0 (IW-ELBO), as ``demand fit``'s default
     num_particles: int = 4
     num_draws: int = 1000
     interval: float = 0.9
@@ -176,6 +178,7 @@ def run_svi(
         guide=guide,
         model_kwargs=panel.model_kwargs,
         data_plate=demand.ROWS_PLATE,
+        objective=RenyiELBO(config.alpha),
         num_particles=config.num_particles,
         optimizer=optimizer,
         mesh=None if config.svi_layout is None else make_mesh(config.svi_layout),
@@ -312,6 +315,7 @@ def write_study(rng_key: jax.Array, config: StudyConfig, out_dir, progress: bool
         "num_categories": config.num_categories,
         "interval": config.interval,
         "svi_steps": config.svi_steps,
+        "alpha": config.alpha,
         "nuts": {
             "num_warmup": config.nuts.num_warmup,
             "num_samples": config.nuts.num_samples,
