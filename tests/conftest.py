@@ -22,10 +22,12 @@ if "PYTEST_XDIST_WORKER" not in os.environ:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from samplepar.cpu_linalg import batched_linalg_in_xla_on_cpu  # noqa: E402
 from samplepar.random import unroll_threefry_on_cpu  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 unroll_threefry_on_cpu()  # as the command line does (see samplepar.host.prepare_process)
+batched_linalg_in_xla_on_cpu()
 assert jax.device_count() == 8, "tests need 8 virtual devices; was jax imported before conftest?"
 
 

@@ -45,9 +45,12 @@ def keep_freed_memory() -> bool:
 
 
 def prepare_process() -> None:
-    """What the command line and the benchmarks do before JAX starts: :func:`keep_freed_memory`
-    and :func:`samplepar.random.unroll_threefry_on_cpu` (each has its switch)."""
+    """What the command line and the benchmarks do before JAX starts: :func:`keep_freed_memory`,
+    :func:`samplepar.random.unroll_threefry_on_cpu` and
+    :func:`samplepar.cpu_linalg.batched_linalg_in_xla_on_cpu` (each has its switch)."""
     keep_freed_memory()
-    from samplepar.random import unroll_threefry_on_cpu  # imports jax, which starts no backend
+    from samplepar.cpu_linalg import batched_linalg_in_xla_on_cpu  # imports jax: no backend yet
+    from samplepar.random import unroll_threefry_on_cpu
 
     unroll_threefry_on_cpu()
+    batched_linalg_in_xla_on_cpu()
