@@ -49,9 +49,10 @@ print("done")
 
 
 def test_low_rank_guide_on_every_device_does_not_hang():
-    """With LAPACK, this step (4 particles, a 50 x 50 capacitance matrix, 8 devices) hung in 3
-    of 3 runs: every pool thread waited in a batched triangular solve for the others. A hang
-    fails the test at the time limit (``subprocess.run`` kills the process)."""
+    """With LAPACK, this step (4 particles, a 50 x 50 capacitance matrix, 8 devices) stalled in
+    every run: every pool thread waited in a batched triangular solve for the others. The
+    process either sat for good (``subprocess.run``'s time limit fails the test) or was aborted
+    by XLA's time limit on collectives (this test without the fix: exit -6 after 78 s)."""
     run = subprocess.run(
         [sys.executable, "-c", LOW_RANK_STEPS],
         capture_output=True,
