@@ -5,8 +5,9 @@ that spreads the batch over XLA's intra-op thread pool and waits for it. That po
 thread per CPU device, and a program sharded over every device runs on all of them at once:
 each thread then waits for work that no free thread is left to run, and the process sits for
 good or is aborted by XLA's time limit on collectives. A low-rank guide's step (4 particles, a
-50 x 50 capacitance matrix) on 8 devices did in every run (tests/test_cpu_linalg.py). :func:`batched_linalg_in_xla_on_cpu` lowers the batched cases to
-XLA's own HLO instead (no LAPACK, no pool); unbatched ones keep LAPACK.
+50 x 50 capacitance matrix) on 8 devices did in every run (tests/test_cpu_linalg.py).
+:func:`batched_linalg_in_xla_on_cpu` lowers the batched cases to XLA's own HLO instead (no
+LAPACK, no pool); unbatched ones keep LAPACK.
 """
 
 from __future__ import annotations
