@@ -1,12 +1,13 @@
-"""Convolutional models: LeNet-5 and a small residual network, channels-last images.
+"""Convolutions for per-sample kernels, and a small residual network; channels-last images.
 
-Inputs are ``[B, H, W, C]`` (or ``[B, H, W]``, one channel). Neither model keeps running
+Inputs are ``[B, H, W, C]`` (or ``[B, H, W]``, one channel). The models keep no running
 statistics: batch norm would make an example's likelihood depend on the other examples of its
 (sharded) batch and on the weight sample that last updated the statistics, breaking the exact,
 layout-independent objective. The ResNet uses GroupNorm, which normalises each example alone.
-Unless given ``convolution="xla"``, the ResNet convolves with :func:`patch_conv` and LeNet-5
-computes each convolution, ReLU and pooling as one block (:func:`conv_relu_pool`); the parameters
-are the same either way.
+Unless given ``convolution="xla"``, the ResNet convolves with :func:`patch_conv`; the parameters
+are the same either way. :func:`conv_relu_pool` computes a convolution, ReLU and 2x2 max pooling
+as one block (LeNet-5's, :mod:`samplepar.bnn.lenet`, for the inputs its channels-first layout
+does not fit).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def patch_conv(
         )
     batch, height, width, _ = lhs.shape
     kh, kw, _, c_out = rhs.shape
-    padding = _pads((height, width), (kh, kw), window_strides, padding)
-    h_out, w_out = _output_size((height, width), (kh, kw), window_strides, padding)
+    padding = conv_pads((height, width), (kh, kw), window_strides, padding)
+    h_out, w_out = conv_output_size((height, width), (kh, kw), window_strides, padding)
     tile = width_tile(w_out, kw, window_strides[1])
     views = -(-w_out // tile)
     blocks = _row_blocks(lhs, (kh, kw), window_strides, padding, tile, views, h_out)
@@ -112,14 +113,14 @@ def patch_conv(
     return out.reshape(batch, h_out, views * tile, c_out)[:, :, :w_out]
 
 
-def _pads(size, kernel_size, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+def conv_pads(size, kernel_size, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((top, bottom), (left, right))`` from a padding name or pairs."""
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(size, kernel_size, strides, padding)
     return tuple(tuple(p) for p in padding)
 
 
-def _output_size(size, kernel_size, strides, padding) -> tuple[int, int]:
+def conv_output_size(size, kernel_size, strides, padding) -> tuple[int, int]:
     """``(H_out, W_out)`` of a convolution with ``padding`` as pairs."""
     return tuple(
         (n + lo + hi - k) // s + 1
@@ -171,8 +172,8 @@ def conv_relu_pool(
     """
     batch, height, width, _ = x.shape
     kh, kw, _, c_out = kernel.shape
-    padding = _pads((height, width), (kh, kw), (1, 1), padding)
-    h_out, w_out = _output_size((height, width), (kh, kw), (1, 1), padding)
+    padding = conv_pads((height, width), (kh, kw), (1, 1), padding)
+    h_out, w_out = conv_output_size((height, width), (kh, kw), (1, 1), padding)
     rows, cols = h_out // 2, w_out // 2
     if rows == 0 or cols == 0:
         raise ValueError(
@@ -191,6 +192,14 @@ def conv_relu_pool(
     return pooled.reshape(batch, rows, views * tile // 2, c_out)[:, :, :cols]
 
 
+def conv_params(module: nn.Module, shape: tuple[int, int, int, int]) -> tuple[jax.Array, jax.Array]:
+    """``nn.Conv``'s parameters of ``module``, created with its initialisers: ``kernel`` of
+    ``shape`` ``[kh, kw, C_in, features]`` and ``bias [features]``."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+    bias = module.param("bias", nn.initializers.zeros_init(), (shape[-1],), jnp.float32)
+    return kernel, bias
+
+
 class ConvReLUPool(nn.Module):
     """``max_pool_2x2(relu(nn.Conv(features, kernel_size, padding=padding)(x)))`` computed by
     :func:`conv_relu_pool`, with ``nn.Conv``'s parameters and initialisers (``kernel [kh, kw,
@@ -202,9 +211,7 @@ class ConvReLUPool(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        kernel, bias = conv_params(self, (*self.kernel_size, x.shape[-1], self.features))
         x, kernel, bias = promote_dtype(x, kernel, bias)
         return conv_relu_pool(x, kernel, bias, self.padding)
 
@@ -236,37 +243,6 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 def as_image(x: jax.Array) -> jax.Array:
     """``[B, H, W]`` -> ``[B, H, W, 1]``; ``[B, H, W, C]`` unchanged."""
     return x[..., None] if x.ndim == 3 else x
-
-
-class LeNet5(nn.Module):
-    """LeNet-5 with ReLU and max pooling: conv 6@5x5, pool, conv 16@5x5, pool, 120, 84, out.
-
-    The first convolution keeps the size (``SAME``); the second is ``VALID`` when the pooled map
-    is at least 10 wide (28x28 input: 16@5x5 = 400 features, as in the original) and ``SAME`` for
-    small inputs (8x8 input: 16@2x2). Inputs must be at least 4x4.
-    """
-
-    num_outputs: int = 10
-    convolution: str = "patches"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = as_image(x)
-        x = self.block(6, "SAME", "Conv_0")(x)
-        padding = "VALID" if min(x.shape[1:3]) >= 10 else "SAME"
-        x = self.block(16, padding, "Conv_1")(x)
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(120)(x))
-        x = nn.relu(nn.Dense(84)(x))
-        return nn.Dense(self.num_outputs)(x)
-
-    def block(self, features: int, padding: str, name: str):
-        """Conv 5x5, ReLU, 2x2 max pooling: fused (:class:`ConvReLUPool`) with ``patches``,
-        separate layers with ``xla``; named as ``nn.Conv`` so the parameters are the same."""
-        if self.convolution == "patches":
-            return ConvReLUPool(features, (5, 5), padding, name=name)
-        conv = conv_layer(self.convolution)(features, (5, 5), padding=padding, name=name)
-        return lambda x: max_pool_2x2(nn.relu(conv(x)))
 
 
 class ResidualBlock(nn.Module):

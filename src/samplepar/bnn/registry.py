@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 from flax import linen as nn
 
-from samplepar.bnn.conv import CONVOLUTIONS, LeNet5, ResNet
+from samplepar.bnn.conv import CONVOLUTIONS, ResNet
 from samplepar.bnn.dense import MLP, Forecaster
+from samplepar.bnn.lenet import LeNet5
 from samplepar.bnn.vit import ViT
 from samplepar.checks import is_whole_number
 
