@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from samplepar.bnn import get_model
-from samplepar.bnn.lenet import window_kernel
+from samplepar.bnn.lenet import channels_first_fits, second_padding, window_kernel
 
 
 def test_window_kernel_places_each_tap_under_its_pooling_output():
@@ -19,6 +19,15 @@ def test_window_kernel_places_each_tap_under_its_pooling_output():
         inside = 0 <= i - a < 3 and 0 <= j - b < 3
         want = kernel[i - a, j - b] if inside else np.zeros((2, 4))
         np.testing.assert_array_equal(window[i, j, :, a, b], want)
+
+
+@pytest.mark.parametrize(
+    ("size", "fits"),
+    [((28, 28), True), ((32, 32), True), ((8, 8), True), ((16, 20), True), ((4, 4), True)]
+    + [((30, 30), False), ((7, 7), False), ((10, 10), False), ((12, 14), False)],
+)
+def test_channels_first_where_the_first_pooled_map_has_even_sides(size, fits):
+    assert channels_first_fits(size, (5, 5), second_padding(size)) is fits
 
 
 def test_parameters_are_those_of_the_separate_layers():
@@ -52,12 +61,13 @@ def test_lenet_gradients_agree_with_either_convolution():
 
 @pytest.mark.parametrize(
     "shape",
-    [(8, 8, 1), (12, 12, 3), (16, 20, 2), (28, 28, 1), (4, 4, 1), (30, 30, 1), (7, 7, 1)],
+    [(8, 8, 1), (12, 12, 3), (16, 20, 2), (20, 20, 1), (28, 28, 1), (32, 32, 3), (4, 4, 1)]
+    + [(30, 30, 1), (7, 7, 1)],
 )
 def test_blocks_agree_with_xla_under_vmap_over_weight_samples(shape):
     """Channels first where the first pooled map has even sides (all but 30x30 and 7x7, which
-    keep the channels-last blocks): values and gradients of per-sample weights under ``vmap``,
-    as the engine evaluates them, against XLA's convolution."""
+    keep the channels-last blocks; CIFAR-10 is 32x32x3): values and gradients of per-sample
+    weights under ``vmap``, as the engine evaluates them, against XLA's convolution."""
     x = jax.random.normal(jax.random.key(1), (3, *shape))
     patches = get_model("lenet5", shape, 10)
     xla = get_model("lenet5", shape, 10, convolution="xla")

@@ -195,6 +195,12 @@ def lenet_features(x, kernels, biases, second_padding, precision=None) -> jax.Ar
     return out.transpose(3, 1, 2, 0)
 
 
+def second_padding(size: tuple[int, int]) -> str:
+    """The second convolution's padding for an ``(H, W)`` input: ``VALID`` when the first pooled
+    map is at least 10 wide, else ``SAME`` (see :class:`LeNet5`)."""
+    return "VALID" if min(n // 2 for n in size) >= 10 else "SAME"
+
+
 class LeNet5(nn.Module):
     """LeNet-5 with ReLU and max pooling: conv 6@5x5, pool, conv 16@5x5, pool, 120, 84, out.
 
@@ -213,7 +219,7 @@ class LeNet5(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = as_image(x)
-        padding = "VALID" if min(s // 2 for s in x.shape[1:3]) >= 10 else "SAME"
+        padding = second_padding(x.shape[1:3])
         if self.convolution == "patches" and channels_first_fits(x.shape[1:3], (5, 5), padding):
             k0, b0 = ConvParams(6, (5, 5), name="Conv_0")(x.shape[-1])
             k1, b1 = ConvParams(16, (5, 5), name="Conv_1")(6)
