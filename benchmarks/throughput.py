@@ -9,9 +9,12 @@ Compared on one device, for the same mean-field model, batch and ELBO:
 - mapped: the engine's loss with ``samples_per_pass=1``, a ``lax.map`` over samples inside one
   jitted call (one sample's weights and activations at a time stay in cache);
 - loop over XLA's convolution (convolutional models): the loop above with the model's
-  ``convolution="xla"``, the fastest per-sample form on the CPU. Our models convolve by
-  ``patch_conv`` (a matmul of shifted views), because under ``vmap`` XLA's convolution with
-  per-sample kernels becomes a grouped convolution, which XLA's CPU backend runs slowly.
+  ``convolution="xla"``: XLA's own convolution and separate ReLU and pooling layers, as per-sample
+  code that keeps its framework's layers runs. Our models convolve by matmuls instead (LeNet-5:
+  one per block with each pooling window's input as a column, ``samplepar.bnn.lenet``; the
+  ResNet: ``patch_conv``), because under ``vmap`` XLA's convolution with per-sample kernels
+  becomes a grouped convolution, which XLA's CPU backend runs slowly; the plain loop above runs
+  them too, and is the faster of the two loops.
 
 Every form is compiled with the XLA options training uses (``weight_sample_compiler_options``),
 and all give the same gradient (checked). Workloads: ``bnn-mlp`` (MLP 784-512-512-10, batch 256)

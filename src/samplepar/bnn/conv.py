@@ -162,7 +162,8 @@ def conv_relu_pool(
     separate layers read it through a transpose. The bias is the matmul's last row (against a
     column of ones), so its sum stays in place too; the kernel's gradient is one contraction
     (:func:`~samplepar.bnn.product.kernel_product`). LeNet-5's vectorised step at S=16 took
-    130.2 ms with the separate layers and 90.3 ms with both blocks fused, on a 2-core CPU.
+    130.2 ms with the separate layers and 90.3 ms with both blocks fused, on a 2-core CPU (its
+    channels-first blocks, :mod:`samplepar.bnn.lenet`, now run where their layout fits).
 
     Same values and gradients up to float32 summation order (ReLU after the max equals the max
     after ReLU; the max's gradient is split evenly between tied maxima, as in
