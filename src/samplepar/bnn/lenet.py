@@ -143,11 +143,9 @@ def split_conv_relu_pool(
     A pooling window's input is ``(kh + 1) x (kw + 1)`` pixels (odd kernels): ``(kh + 1) / 2``
     row pairs by ``(kw + 1) / 2`` column pairs, so every window is a contiguous slice of the split
     map, the example axis last. One matmul of the window kernel (:func:`window_kernel`, the bias
-    as its last row) with the windows as columns, ``[2 * 2 * C_out, K] @ [K, rows * cols * B]``:
-    about 1.4 times the convolution's multiplications where the banded kernel of
-    :func:`~samplepar.bnn.conv.conv_relu_pool` takes 2.8 (a
-    5x5 kernel). Under ``vmap`` over weight samples it is a batched matmul, with the pooling
-    window's axes outermost: the max over them reads whole planes. Even padding only."""
+    as its last row) with the windows as columns, ``[2 * 2 * C_out, K] @ [K, rows * cols * B]``.
+    Under ``vmap`` over weight samples it is a batched matmul, with the pooling window's axes
+    outermost: the max over them reads whole planes. Even padding only."""
     c_in, _, _, half_h, half_w, batch = x.shape
     kh, kw, _, c_out = kernel.shape
     pads = conv_pads((2 * half_h, 2 * half_w), (kh, kw), (1, 1), padding)
